@@ -1,0 +1,1 @@
+"""The ``faceatlas`` command line."""

@@ -1,0 +1,183 @@
+"""Face detectors (YuNet, SCRFD): letterbox input, decode anchor outputs, NMS.
+
+Detectors see a resized copy of the image; every result is returned in the coordinates of the
+image they were given (the engine maps those to original pixels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from faceatlas.models.runtime import create_session
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """N detections: boxes (N,4) x_min,y_min,x_max,y_max; scores (N,); landmarks (N,5,2)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> Detections:
+        return Detections(self.boxes[index], self.scores[index], self.landmarks[index])
+
+    def scaled(self, factor: float) -> Detections:
+        return Detections(self.boxes * factor, self.scores, self.landmarks * factor)
+
+
+class Detector(Protocol):
+    name: str
+    default_threshold: float
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> Detections: ...
+
+
+def letterbox(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio into a width x height canvas (padding bottom/right).
+
+    Returns the canvas and the factor that maps canvas coordinates back to ``rgb`` coordinates.
+    """
+    h, w = rgb.shape[:2]
+    ratio = min(width / w, height / h)
+    new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
+    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    canvas[:new_h, :new_w] = resized
+    return canvas, 1.0 / ratio
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, highest score first."""
+    if len(boxes) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    xywh = np.column_stack([boxes[:, 0], boxes[:, 1], boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, iou_threshold)
+    return np.asarray(keep, dtype=np.int64).reshape(-1)
+
+
+def _grid(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
+    ys, xs = np.mgrid[:rows, :cols]
+    centers = (np.stack([xs, ys], axis=-1).reshape(-1, 2) * stride).astype(np.float32)
+    return np.repeat(centers, anchors, axis=0) if anchors > 1 else centers
+
+
+class YuNetDetector:
+    """OpenCV Zoo YuNet (2023mar). Fixed 640x640 BGR input, outputs per stride 8/16/32."""
+
+    name = "yunet"
+    default_threshold = 0.6
+    strides = (8, 16, 32)
+
+    def __init__(self, path: Path, providers: list[str], *, threads: int | None = None, nms_iou: float = 0.3):
+        self.session = create_session(path, providers, threads=threads)
+        shape = self.session.get_inputs()[0].shape
+        self.input_name = self.session.get_inputs()[0].name
+        self.height, self.width = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) else (640, 640)
+        self.nms_iou = nms_iou
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.grids = {s: _grid(self.height // s, self.width // s, s, 1) for s in self.strides}
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
+        canvas, back = letterbox(rgb, self.width, self.height)
+        blob = np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
+        outputs = dict(
+            zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob}), strict=True)
+        )
+        boxes, scores, points = [], [], []
+        for stride in self.strides:
+            cls = np.clip(outputs[f"cls_{stride}"][0, :, 0], 0, 1)
+            obj = np.clip(outputs[f"obj_{stride}"][0, :, 0], 0, 1)
+            score = np.sqrt(cls * obj)
+            mask = score >= threshold
+            if not mask.any():
+                continue
+            grid = self.grids[stride][mask]
+            bbox = outputs[f"bbox_{stride}"][0][mask]
+            kps = outputs[f"kps_{stride}"][0][mask].reshape(-1, 5, 2)
+            centers = grid + bbox[:, :2] * stride
+            sizes = np.exp(bbox[:, 2:]) * stride
+            boxes.append(np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1))
+            points.append(grid[:, None, :] + kps * stride)
+            scores.append(score[mask])
+        if not scores:
+            return Detections.empty()
+        found = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(points))
+        return found.take(nms(found.boxes, found.scores, self.nms_iou)).scaled(back)
+
+
+class SCRFDDetector:
+    """InsightFace SCRFD (with keypoints). RGB (x-127.5)/128 input; any size that is a multiple of 32."""
+
+    name = "scrfd"
+    default_threshold = 0.5
+    strides = (8, 16, 32)
+
+    def __init__(
+        self,
+        path: Path,
+        providers: list[str],
+        *,
+        threads: int | None = None,
+        input_size: tuple[int, int] = (640, 640),
+        nms_iou: float = 0.4,
+    ):
+        width, height = input_size
+        if width % 32 or height % 32 or width <= 0 or height <= 0:
+            raise ValueError(f"SCRFD input size must be positive multiples of 32, got {width}x{height}")
+        self.session = create_session(path, providers, threads=threads)
+        self.input_name = self.session.get_inputs()[0].name
+        shape = self.session.get_inputs()[0].shape
+        if isinstance(shape[2], int) and isinstance(shape[3], int):
+            height, width = int(shape[2]), int(shape[3])  # a file exported with a fixed size wins
+        self.width, self.height = width, height
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        if len(self.output_names) != 9:
+            raise ValueError(
+                f"{path}: expected an SCRFD model with keypoints (9 outputs), got {len(self.output_names)}"
+            )
+        self.nms_iou = nms_iou
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _anchor_centers(self, rows: int, cols: int, stride: int) -> np.ndarray:
+        key = (rows, cols, stride)
+        if key not in self._grids:
+            self._grids[key] = _grid(rows, cols, stride, 2)
+        return self._grids[key]
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
+        canvas, back = letterbox(rgb, self.width, self.height)
+        blob = (canvas.astype(np.float32) - 127.5) / 128.0
+        blob = np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
+        outputs = self.session.run(self.output_names, {self.input_name: blob})
+        boxes, scores, points = [], [], []
+        for level, stride in enumerate(self.strides):
+            score = outputs[level].reshape(-1)
+            distances = outputs[level + 3].reshape(-1, 4) * stride
+            kps = outputs[level + 6].reshape(-1, 5, 2) * stride
+            centers = self._anchor_centers(self.height // stride, self.width // stride, stride)
+            mask = score >= threshold
+            if not mask.any():
+                continue
+            c = centers[mask]
+            d = distances[mask]
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+            points.append(c[:, None, :] + kps[mask])
+            scores.append(score[mask])
+        if not scores:
+            return Detections.empty()
+        found = Detections(np.concatenate(boxes), np.concatenate(scores), np.concatenate(points))
+        return found.take(nms(found.boxes, found.scores, self.nms_iou)).scaled(back)

