@@ -214,7 +214,7 @@ class Engine:
             decoded = [self.decode(image) for image in images]
         with clock("detect"):
             found = [
-                self._detect(d, threshold, limit, min_face_size) if detect else _whole_image(d)
+                self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
                 for d in decoded
             ]
         with clock("align"):
@@ -278,6 +278,22 @@ class Engine:
             order = order[:limit]
         return found.take(order)
 
+    def _whole_image(self, decoded: DecodedImage) -> Detections:
+        """The whole image as one face (box = image, score 1), as CompreFace's ``detect_faces=false``.
+
+        Alignment still uses landmarks when the detector finds them in the (pre-cropped) image, since a
+        plain resize of a tight crop embeds poorly; otherwise the template is stretched over the image.
+        """
+        h, w = decoded.rgb.shape[:2]
+        found = self.detector.detect(decoded.rgb, 0.3)
+        if len(found):
+            points = found.landmarks[np.argmax(found.scores)]
+        else:
+            points = ARCFACE_TEMPLATE * np.array([w / 112.0, h / 112.0])
+        return Detections(
+            np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), points[None].astype(np.float32)
+        )
+
     def _faces(
         self, decoded: DecodedImage, found: Detections, vectors: np.ndarray | None, wanted: set[str]
     ) -> list[Face]:
@@ -327,15 +343,6 @@ class Engine:
         for faces in results:
             for face in faces:
                 face.timings = dict(share)
-
-
-def _whole_image(decoded: DecodedImage) -> Detections:
-    """The whole image as one face whose landmarks sit on the alignment template (so alignment = resize)."""
-    h, w = decoded.rgb.shape[:2]
-    points = ARCFACE_TEMPLATE * np.array([w / 112.0, h / 112.0])
-    return Detections(
-        np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), points[None].astype(np.float32)
-    )
 
 
 def _model_root(override: str | Path | None) -> Path:

@@ -77,11 +77,11 @@ class Face:
                 "y_max": round(y_max, 1),
             },
             "score": round(float(self.score), 5),
-            "landmarks": np.round(self.landmarks, 1).tolist(),
+            "landmarks": np.round(self.landmarks.astype(np.float64), 1).tolist(),
             "pack": self.pack,
         }
         if self.landmarks106 is not None:
-            out["landmarks106"] = np.round(self.landmarks106, 1).tolist()
+            out["landmarks106"] = np.round(self.landmarks106.astype(np.float64), 1).tolist()
         if self.age is not None:
             out["age"] = {
                 "value": round(self.age.value, 1),

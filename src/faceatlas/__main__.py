@@ -1,0 +1,3 @@
+from faceatlas.cli.main import main
+
+main()
