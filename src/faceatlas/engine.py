@@ -217,13 +217,13 @@ class Engine:
                 self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
                 for d in decoded
             ]
-        with clock("align"):
-            crops = [
-                align_faces(d.rgb, f.landmarks, ARCFACE_TEMPLATE, 112)
-                for d, f in zip(decoded, found, strict=True)
-            ]
         embeddings: list[np.ndarray | None] = [None] * len(decoded)
         if embed:
+            with clock("align"):
+                crops = [
+                    align_faces(d.rgb, f.landmarks, ARCFACE_TEMPLATE, 112)
+                    for d, f in zip(decoded, found, strict=True)
+                ]
             with clock("embed"):
                 everything = self.recognizer.embed(np.concatenate(crops)) if crops else np.zeros((0, 0))
                 splits = np.cumsum([len(c) for c in crops])[:-1]

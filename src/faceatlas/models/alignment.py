@@ -46,7 +46,20 @@ def warp_faces(rgb: np.ndarray, matrices: np.ndarray, size: int) -> np.ndarray:
     coords = inverse @ grid  # (N,2,size*size)
     map_x = coords[:, 0].reshape(n * size, size).astype(np.float32)
     map_y = coords[:, 1].reshape(n * size, size).astype(np.float32)
-    chips = cv2.remap(rgb, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    # cv2.remap takes maps of at most SHRT_MAX rows: 292 faces of 112 px per call.
+    rows = (np.iinfo(np.int16).max - 1) // size * size
+    chips = np.concatenate(
+        [
+            cv2.remap(
+                rgb,
+                map_x[i : i + rows],
+                map_y[i : i + rows],
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+            )
+            for i in range(0, n * size, rows)
+        ]
+    )
     return chips.reshape(n, size, size, 3)
 
 

@@ -45,13 +45,18 @@ class Detector(Protocol):
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections: ...
 
 
+# Small images are enlarged at most this much: more blurs the landmarks that alignment relies on
+# (LFW's 250 px faces: 99.07 % enlarged 2.56x, 99.37 % capped at 2x) and finds no extra faces.
+MAX_UPSCALE = 2.0
+
+
 def letterbox(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
     """Resize keeping the aspect ratio into a width x height canvas (padding bottom/right).
 
     Returns the canvas and the factor that maps canvas coordinates back to ``rgb`` coordinates.
     """
     h, w = rgb.shape[:2]
-    ratio = min(width / w, height / h)
+    ratio = min(width / w, height / h, MAX_UPSCALE)
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
     interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
