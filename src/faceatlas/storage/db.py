@@ -80,6 +80,7 @@ class Database:
     def alembic_config(self) -> Config:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("path_separator", "os")
         cfg.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions"))
         cfg.attributes["connection_engine"] = self.engine
         return cfg

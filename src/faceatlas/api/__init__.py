@@ -1,0 +1,1 @@
+"""CompreFace-compatible REST server (FastAPI): ``faceatlas serve``."""

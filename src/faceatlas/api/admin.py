@@ -1,0 +1,95 @@
+"""``/admin/*``: managing face services over REST, guarded by the admin token.
+
+The token is sent as ``Authorization: Bearer <token>`` or ``x-admin-token: <token>``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import JSONResponse
+
+from faceatlas.api.errors import ApiError
+from faceatlas.api.images import read_json
+from faceatlas.api.state import ServerState, get_state
+from faceatlas.storage.service_tables import SERVICE_TYPES
+from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError
+
+
+def require_admin(
+    state: Annotated[ServerState, Depends(get_state)],
+    authorization: Annotated[str | None, Header()] = None,
+    x_admin_token: Annotated[str | None, Header()] = None,
+) -> ServerState:
+    token = x_admin_token
+    if token is None and authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    if not token or not secrets.compare_digest(token.encode(), state.admin_token.encode()):
+        raise ApiError(401, 0, "A valid admin token is required (Authorization: Bearer <token>)")
+    return state
+
+
+Admin = Annotated[ServerState, Depends(require_admin)]
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _not_found(exc: Exception) -> ApiError:
+    return ApiError(404, 0, str(exc))
+
+
+@router.get("/services", summary="List face services")
+async def list_services(state: Admin) -> JSONResponse:
+    records = await anyio.to_thread.run_sync(state.store.list_services)
+    return JSONResponse({"services": [r.to_dict() for r in records]})
+
+
+@router.post("/services", status_code=201, summary='Create a face service: {"name", "type"}')
+async def create_service(request: Request, state: Admin) -> JSONResponse:
+    body = await read_json(request, 64 * 1024)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+        raise ApiError(400, 5, "Field name cannot be empty")
+    kind = str(body.get("type", "recognition")).lower()
+    if kind == "verify":
+        kind = "verification"
+    if kind not in SERVICE_TYPES:
+        raise ApiError(400, 26, f"type must be one of {', '.join(SERVICE_TYPES)}")
+    try:
+        record = await anyio.to_thread.run_sync(
+            state.store.create_service, body["name"], kind, state.engine.pack.id
+        )
+    except ServiceExistsError as exc:
+        raise ApiError(400, 43, str(exc)) from None
+    return JSONResponse(record.to_dict(), status_code=201)
+
+
+@router.get("/services/{service}", summary="One face service (by id or name)")
+async def get_service(service: str, state: Admin) -> JSONResponse:
+    try:
+        record = await anyio.to_thread.run_sync(state.store.get_service, service)
+    except ServiceNotFoundError as exc:
+        raise _not_found(exc) from None
+    return JSONResponse(record.to_dict())
+
+
+@router.post("/services/{service}/rotate-key", summary="Give a face service a new API key")
+async def rotate_key(service: str, state: Admin) -> JSONResponse:
+    try:
+        record = await anyio.to_thread.run_sync(state.store.rotate_key, service)
+    except ServiceNotFoundError as exc:
+        raise _not_found(exc) from None
+    state.forget_keys()
+    return JSONResponse(record.to_dict())
+
+
+@router.delete("/services/{service}", summary="Delete a face service and its collection")
+async def delete_service(service: str, state: Admin) -> JSONResponse:
+    try:
+        record = await anyio.to_thread.run_sync(state.store.delete_service, service)
+    except ServiceNotFoundError as exc:
+        raise _not_found(exc) from None
+    state.forget_keys()
+    state.collections.drop(record.id)
+    return JSONResponse(record.to_dict())

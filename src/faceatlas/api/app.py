@@ -1,0 +1,121 @@
+"""The FastAPI application: ``create_app(settings)``; the engine and database open once at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from faceatlas.api import admin
+from faceatlas.api.collections import Collections
+from faceatlas.api.errors import install_handlers
+from faceatlas.api.migration import Migration
+from faceatlas.api.routes import detection, misc, recognition, verification
+from faceatlas.api.settings import Settings
+from faceatlas.api.state import ServerState
+from faceatlas.storage.db import Database
+from faceatlas.storage.services import ServiceStore
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
+
+log = logging.getLogger("faceatlas.api")
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's per-thread heaps: every worker thread that runs inference would otherwise keep its
+    own arena of freed buffers, which shows as tens of MB of extra resident memory."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread: the search is a memory-bound product that runs faster on one core, and idle
+    BLAS workers spin after each product, stealing the CPU the next request's inference needs."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+
+
+def load_engine(settings: Settings) -> Engine:
+    from faceatlas.engine import Engine
+
+    providers = tuple(p.strip() for p in settings.providers.split(",") if p.strip()) or ("cpu",)
+    return Engine(settings.pack, providers=providers, threads=settings.engine_threads or None)
+
+
+def build_state(settings: Settings, engine: Engine | None = None, db: Database | None = None) -> ServerState:
+    engine = engine or load_engine(settings)
+    db = db or Database.open(settings.database_url)
+    store = ServiceStore(db)
+    state = ServerState(
+        settings=settings,
+        engine=engine,
+        db=db,
+        store=store,
+        collections=Collections(store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval),
+        limiter=anyio.CapacityLimiter(settings.inference_limit),
+    )
+    state.migration = Migration(state)
+    state.admin_token = settings.resolve_admin_token()[0]
+    return state
+
+
+def create_app(
+    settings: Settings | None = None, *, engine: Engine | None = None, db: Database | None = None
+) -> FastAPI:
+    """The server app. ``engine``/``db`` may be handed in (tests share one engine); otherwise they
+    are created in the lifespan, once per process, before the first request is accepted."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limit_malloc_arenas()
+        limit_blas_threads()
+        state = build_state(settings, engine, db)
+        app.state.faceatlas = state
+        # warm the collections so the first recognition does not pay for loading them
+        for record in state.store.list_services():
+            if record.type == "recognition":
+                state.collections.get(record.id)
+        try:
+            yield
+        finally:
+            if state.migration.running:
+                state.migration.join(timeout=5)
+            if db is None:
+                state.db.dispose()
+
+    app = FastAPI(
+        title="faceatlas",
+        summary="Self-hosted face recognition with a CompreFace-compatible REST API",
+        version=_version(),
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["*"]
+    )
+    install_handlers(app)
+    for router in (recognition.router, detection.router, verification.router, misc.router, admin.router):
+        app.include_router(router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn worker processes (``--workers N``): settings come from FACEATLAS_* variables."""
+    return create_app(Settings.from_env())
+
+
+def _version() -> str:
+    from faceatlas import __version__
+
+    return __version__

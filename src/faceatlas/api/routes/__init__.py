@@ -1,0 +1,1 @@
+"""Routers of the CompreFace-compatible API, one module per URL prefix."""

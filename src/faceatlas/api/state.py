@@ -1,0 +1,86 @@
+"""Everything a request handler needs, built once per process at start-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from fastapi import Request
+
+from faceatlas.api.collections import Collections
+from faceatlas.api.errors import API_KEY_NOT_UUID, MISSING_API_KEY, service_not_found
+from faceatlas.api.settings import Settings
+from faceatlas.storage.db import Database
+from faceatlas.storage.services import ServiceRecord, ServiceStore
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
+
+log = logging.getLogger("faceatlas.api")
+
+# service type each URL prefix needs, and the word CompreFace uses for it in error messages
+KEY_TYPES = {"recognition": "recognition", "detection": "detection", "verification": "verification"}
+KEY_CACHE_SECONDS = 2.0
+
+
+def is_uuid(value: str) -> bool:
+    if len(value) < 36:
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    engine: Engine
+    db: Database
+    store: ServiceStore
+    collections: Collections
+    limiter: anyio.CapacityLimiter
+    migration: Any = None  # faceatlas.api.migration.Migration
+    admin_token: str = ""
+    _keys: dict[str, tuple[ServiceRecord | None, float]] = field(default_factory=dict)
+    _keys_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def service_for_key(self, api_key: str) -> ServiceRecord | None:
+        """The service of an API key, cached briefly (keys rotated elsewhere stop working within seconds)."""
+        now = time.monotonic()
+        with self._keys_lock:
+            cached = self._keys.get(api_key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        record = self.store.service_by_key(api_key)
+        with self._keys_lock:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[api_key] = (record, now + KEY_CACHE_SECONDS)
+        return record
+
+    def forget_keys(self) -> None:
+        with self._keys_lock:
+            self._keys.clear()
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.faceatlas
+
+
+def authenticate(state: ServerState, api_key: str | None, kind: str) -> ServiceRecord:
+    """CompreFace's SecurityValidationFilter: header present, a UUID, of a service of this type."""
+    if api_key is None:
+        raise MISSING_API_KEY
+    if not is_uuid(api_key):
+        raise API_KEY_NOT_UUID
+    record = state.service_for_key(api_key)
+    if record is None or record.type != kind:
+        raise service_not_found(kind, api_key)
+    return record

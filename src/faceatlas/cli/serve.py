@@ -1,0 +1,113 @@
+"""``faceatlas serve``: the CompreFace-compatible REST server on uvicorn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from faceatlas.api.settings import MB, Settings
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000, as CompreFace).")
+@click.option("--workers", type=int, default=None, help="Server processes; each loads its own engine.")
+@click.option(
+    "--database", default=None, metavar="URL", help="SQLAlchemy URL, e.g. postgresql://u:p@host/db."
+)
+@click.option("--pack", default=None, help="Model pack (default sface).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the SQLite database and the admin token live (default: $FACEATLAS_DATA or ~/.local/share).",
+)
+@click.option("--keep-images/--no-keep-images", default=None, help="Store uploaded images (default: keep).")
+@click.option("--max-file-size", type=float, default=None, metavar="MB", help="Per-image limit (default 5).")
+@click.option("--inference-threads", type=int, default=None, help="Concurrent engine calls (default: cores).")
+@click.option(
+    "--engine-threads",
+    type=int,
+    default=None,
+    help="ONNX Runtime threads per engine call (default 1; 0: cores).",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    database: str | None,
+    pack: str | None,
+    data_dir: Path | None,
+    keep_images: bool | None,
+    max_file_size: float | None,
+    inference_threads: int | None,
+    engine_threads: int | None,
+    log_level: str,
+) -> None:
+    """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
+    import uvicorn
+
+    from faceatlas.storage.db import Database
+
+    settings = Settings.from_env(
+        host=host,
+        port=port,
+        workers=workers,
+        database=database,
+        pack=pack,
+        data_dir=data_dir,
+        keep_images=keep_images,
+        max_file_size=int(max_file_size * MB) if max_file_size else None,
+        inference_threads=inference_threads,
+        engine_threads=engine_threads,
+    )
+    # migrate once here, so that worker processes never race on the schema
+    Database.open(settings.database_url).dispose()
+    token, token_file = settings.resolve_admin_token()
+    db_hint = "" if settings.database is None else " --database URL"
+    click.echo(f"faceatlas: CompreFace-compatible API on http://{settings.host}:{settings.port}/api/v1")
+    click.echo(f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}")
+    click.echo(f"  API docs: http://{settings.host}:{settings.port}/docs")
+    click.echo(
+        f"  get an API key: faceatlas services create --name NAME --type recognition"
+        f" --data-dir {settings.data_dir}{db_hint}"
+    )
+    if token_file is not None:
+        click.echo(f"  admin token for /admin/...: {token_file}")
+    else:
+        click.echo("  admin token for /admin/...: FACEATLAS_ADMIN_TOKEN")
+    del token
+    if settings.workers > 1:
+        # worker processes rebuild the settings from the environment
+        os.environ.update(settings.to_env())
+        uvicorn.run(
+            "faceatlas.api.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=log_level,
+            limit_concurrency=settings.limit_concurrency,
+        )
+    else:
+        from faceatlas.api.app import create_app
+
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            limit_concurrency=settings.limit_concurrency,
+        )
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
