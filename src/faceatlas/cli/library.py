@@ -1,0 +1,344 @@
+"""``faceatlas index / cluster / people / person / search / export``: the photo-library commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from faceatlas.errors import FaceAtlasError
+
+console = Console(stderr=True)
+library_option = click.option(
+    "--library",
+    "library",
+    metavar="PATH|URL",
+    envvar="FACEATLAS_LIBRARY",
+    help="Library folder, .db file or postgresql:// URL (default: the faceatlas data folder).",
+)
+pack_option = click.option("--pack", default="sface", show_default=True, help="Model pack.")
+
+
+def _open(library: str | None):  # type: ignore[no-untyped-def]
+    from faceatlas.library.store import open_library
+
+    return open_library(library)
+
+
+def _engine(pack: str, threads: int | None = None, attributes: bool = True):  # type: ignore[no-untyped-def]
+    from faceatlas.engine import Engine
+
+    return Engine(pack, threads=threads, attributes=attributes)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc)) from exc
+
+
+def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
+    table = Table(title=title)
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for name, seconds, share in report.stage_table():
+        table.add_row(name, f"{seconds:.2f}", f"{share:.0%}")
+    console.print(table)
+    console.print(f"slowest stage: [bold]{report.slowest_stage}[/bold]")
+    console.print(
+        f"{report.found} photos found, {report.skipped} unchanged, {report.indexed} indexed, "
+        f"{report.faces} faces, {len(report.errors)} unreadable, {report.wall_seconds:.1f} s "
+        f"({report.photos_per_second:.1f} photos/s)"
+    )
+    if report.errors:
+        bad = Table(title="unreadable files (skipped until they change)")
+        bad.add_column("path")
+        bad.add_column("reason")
+        for path, reason in report.errors:
+            bad.add_row(path, reason)
+        console.print(bad)
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@library_option
+@pack_option
+@click.option("--workers", type=int, default=0, help="Decode processes (default: a third of the CPU cores).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Photos per engine batch.")
+@click.option("--threads", type=int, default=None, help="Engine threads (default: the cores not decoding).")
+@click.option(
+    "--attributes/--no-attributes", default=True, show_default=True, help="Estimate age, gender and pose."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run as a Ray Data job (local Ray if no address); put it after the folders or use --ray=ADDRESS.",
+)
+@click.option(
+    "--detect-in-workers/--detect-in-main",
+    default=True,
+    show_default=True,
+    help="Detect in the decode processes (the main process only embeds), or detect in the main process.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON on stdout.")
+def index(
+    folders: tuple[Path, ...],
+    library: str | None,
+    pack: str,
+    workers: int,
+    batch_size: int,
+    threads: int | None,
+    attributes: bool,
+    ray_address: str | None,
+    detect_in_workers: bool,
+    as_json: bool,
+) -> None:
+    """Find the faces in every new or changed photo under FOLDERS."""
+    from faceatlas.library.pipeline import IndexOptions, default_split, index_library
+
+    db = _open(library)
+    split_workers, split_threads = default_split(detect_in_workers=detect_in_workers)
+    workers = workers or split_workers
+    engine = _engine(pack, threads or split_threads, attributes)
+    plugins = ("age", "gender", "pose") if attributes else ()
+    options = IndexOptions(
+        workers=workers, batch_size=batch_size, plugins=plugins, detect_in_workers=detect_in_workers
+    )
+    progress = Progress(
+        TextColumn("indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} photos/s"),
+        TextColumn("{task.fields[faces]} faces"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("index", total=None, rate=0.0, faces=0)
+
+    def on_progress(done: int, total: int, faces: int) -> None:
+        elapsed = progress.tasks[task].elapsed or 0.0
+        progress.update(
+            task, completed=done, total=total, faces=faces, rate=done / elapsed if elapsed else 0.0
+        )
+
+    try:
+        with progress:
+            if ray_address is not None:
+                from faceatlas.library.ray_index import index_library_ray
+
+                report = index_library_ray(
+                    db,
+                    engine,
+                    folders,
+                    options=options,
+                    progress=on_progress,
+                    address=None if ray_address == "local" else ray_address,
+                )
+            else:
+                report = index_library(db, engine, folders, options=options, progress=on_progress)
+    except FaceAtlasError as exc:
+        _fail(exc)
+    _print_report(report, "index stages")
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+
+
+@click.command()
+@library_option
+@pack_option
+@click.option("--rebuild", is_flag=True, help="Re-cluster every face from scratch (named people are kept).")
+@click.option(
+    "--threshold", type=float, default=None, help="Cosine same-person threshold (default: the pack's)."
+)
+@click.option(
+    "--min-face-size", type=float, default=24.0, show_default=True, help="Smaller faces stay unassigned."
+)
+@click.option(
+    "--min-score", type=float, default=0.0, show_default=True, help="Less confident faces stay unassigned."
+)
+def cluster(
+    library: str | None,
+    pack: str,
+    rebuild: bool,
+    threshold: float | None,
+    min_face_size: float,
+    min_score: float,
+) -> None:
+    """Group the library's faces into people (incrementally unless --rebuild)."""
+    from faceatlas.library.people import ClusterOptions, cluster_library
+    from faceatlas.models.packs import get_pack
+
+    if threshold is None:
+        threshold = get_pack(pack).calibration().threshold
+    db = _open(library)
+    options = ClusterOptions(threshold=threshold, min_face_size=min_face_size, min_score=min_score)
+    report = cluster_library(db, pack, options, rebuild=rebuild)
+    console.print(
+        f"{report.faces} faces ({report.eligible} eligible): "
+        f"{report.joined_existing} joined existing people, "
+        f"{report.clustered} clustered into {report.new_people} new people, {report.unassigned} unassigned; "
+        f"{report.people} people"
+    )
+
+
+@click.command()
+@library_option
+@click.option("--json", "as_json", is_flag=True)
+def people(library: str | None, as_json: bool) -> None:
+    """List people with their face and photo counts."""
+    from faceatlas.library.people import list_people
+
+    rows = list_people(_open(library))
+    if as_json:
+        click.echo(
+            json.dumps([{"id": r.id, "name": r.name, "faces": r.faces, "photos": r.photos} for r in rows])
+        )
+        return
+    table = Table()
+    for col in ("id", "name", "faces", "photos"):
+        table.add_column(col, justify="right" if col != "name" else "left")
+    for r in rows:
+        table.add_row(str(r.id), r.name or "", str(r.faces), str(r.photos))
+    Console().print(table)
+
+
+@click.command()
+@click.argument("who")
+@click.argument("action", type=click.Choice(["rename", "merge", "remove-face", "split", "photos"]))
+@click.argument("values", nargs=-1)
+@library_option
+def person(who: str, action: str, values: tuple[str, ...], library: str | None) -> None:
+    """Act on the person WHO (name or id).
+
+    \b
+    rename NEW         give the person a name
+    merge OTHER        move OTHER's faces to WHO
+    remove-face ID     "not this person": unassign the face for good
+    split ID...        move these faces to a new person
+    photos             list the person's photos
+    """
+    from faceatlas.library import people as ops
+
+    db = _open(library)
+    try:
+        if action == "rename":
+            _need(values, 1, "rename NEW_NAME")
+            p = ops.rename_person(db, who, values[0])
+            click.echo(f"person {p.id} is now {p.name!r}")
+        elif action == "merge":
+            _need(values, 1, "merge OTHER")
+            p = ops.merge_people(db, who, values[0])
+            click.echo(f"merged {values[0]} into person {p.id}")
+        elif action == "remove-face":
+            _need(values, 1, "remove-face FACE_ID")
+            ops.remove_face(db, who, _int(values[0]))
+            click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
+        elif action == "split":
+            if not values:
+                raise click.UsageError("split FACE_ID...")
+            p = ops.split_faces(db, who, [_int(v) for v in values])
+            click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
+        else:
+            for path in ops.person_photos(db, who):
+                click.echo(path)
+    except FaceAtlasError as exc:
+        _fail(exc)
+
+
+def _need(values: tuple[str, ...], n: int, usage: str) -> None:
+    if len(values) != n:
+        raise click.UsageError(f"expected: person WHO {usage}")
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise click.UsageError(f"{text!r} is not a face id") from None
+
+
+@click.command()
+@click.argument("face_image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@library_option
+@pack_option
+@click.option("--top", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def search(face_image: Path, library: str | None, pack: str, top: int, as_json: bool) -> None:
+    """Photos that contain the person in FACE_IMAGE, best first."""
+    from faceatlas.library.search import search_by_image
+
+    db = _open(library)
+    try:
+        hits = search_by_image(db, _engine(pack, attributes=False), face_image, top=top)
+    except FaceAtlasError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "path": h.path,
+                        "similarity": round(h.similarity, 4),
+                        "match": h.match,
+                        "face_id": h.face_id,
+                        "person_id": h.person_id,
+                        "person": h.person_name,
+                    }
+                    for h in hits
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table()
+    for col in ("similarity", "match", "photo", "face", "person"):
+        table.add_column(col)
+    for h in hits:
+        table.add_row(
+            f"{h.similarity:.3f}",
+            "yes" if h.match else "",
+            h.path,
+            str(h.face_id),
+            h.person_name or (str(h.person_id) if h.person_id else ""),
+        )
+    Console().print(table)
+
+
+@click.command()
+@library_option
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write here instead of stdout.",
+)
+@click.option(
+    "--albums",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also make a folder per person of links to the photos.",
+)
+def export(library: str | None, fmt: str, output: Path | None, albums: Path | None) -> None:
+    """Export people, photos and faces as JSON or CSV (and albums of links)."""
+    from faceatlas.library.export import export_albums, export_csv, export_json
+
+    db = _open(library)
+    text = export_json(db) if fmt == "json" else export_csv(db)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+    if albums is not None:
+        counts = export_albums(db, albums)
+        console.print(f"{len(counts)} albums, {sum(counts.values())} links in {albums}")

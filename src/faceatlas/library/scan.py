@@ -1,0 +1,75 @@
+"""Finding photos on disk and deciding which of them need (re-)indexing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: File name suffixes the indexer reads (compared lower-case).
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".tif", ".tiff", ".bmp"})
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One photo file as seen on disk: absolute path, size in bytes and modification time."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+@dataclass(frozen=True, slots=True)
+class KnownPhoto:
+    """What the library already holds for a path."""
+
+    size: int
+    mtime: float
+    content_hash: str | None
+
+
+def _walk(root: Path) -> Iterator[FileEntry]:
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue  # unreadable folder: nothing to index there
+        for entry in sorted(entries, key=lambda e: e.name):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in PHOTO_SUFFIXES:
+                    st = entry.stat()
+                    yield FileEntry(str(Path(entry.path).resolve()), st.st_size, st.st_mtime)
+            except OSError:
+                continue
+
+
+def scan_photos(roots: Iterable[str | os.PathLike[str]]) -> list[FileEntry]:
+    """Every photo file under ``roots`` (files or folders, recursive), sorted by path, no duplicates."""
+    found: dict[str, FileEntry] = {}
+    for root in roots:
+        root_path = Path(root).expanduser()
+        if root_path.is_file():
+            st = root_path.stat()
+            resolved = str(root_path.resolve())
+            found[resolved] = FileEntry(resolved, st.st_size, st.st_mtime)
+        else:
+            for entry in _walk(root_path):
+                found[entry.path] = entry
+    return [found[p] for p in sorted(found)]
+
+
+def needs_indexing(entry: FileEntry, known: KnownPhoto | None) -> bool:
+    """True for a new path or one whose size or mtime changed since it was indexed (or recorded as bad)."""
+    return known is None or known.size != entry.size or known.mtime != entry.mtime
+
+
+def plan(entries: Iterable[FileEntry], known: Mapping[str, KnownPhoto]) -> tuple[list[FileEntry], int]:
+    """The entries to index and the count of unchanged ones skipped."""
+    entries = list(entries)
+    todo = [e for e in entries if needs_indexing(e, known.get(e.path))]
+    return todo, len(entries) - len(todo)
