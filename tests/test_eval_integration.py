@@ -79,18 +79,18 @@ def test_eval_lfw_cli_rejects_a_broken_pairs_file(lfw: Path, tmp_path: Path):
     assert "promises 4 pairs" in result.output
 
 
-def test_sface_lfw_dev_fold_accuracy_floor(engine, lfw: Path):
-    """The first View-2 fold (600 pairs), cross-validated over 10 sub-folds: >= 98.5 %.
+def test_sface_lfw_dev_accuracy_floor(engine, lfw: Path):
+    """The full LFW-dev protocol (5 folds, 3,000 pairs, threshold chosen on the other folds): >= 99.0 %.
 
-    The full 5-fold protocol (3,000 pairs) takes minutes on 2 cores; its result is in docs/accuracy.md.
+    Embeds all 3,811 images (about 100 s on 2 cores); docs/accuracy.md has the same run through the CLI.
     """
-    pairs = parse_pairs(lfw / "pairs.txt", folds=1)
+    pairs = parse_pairs(lfw / "pairs.txt")
+    assert pairs.folds == 5 and len(pairs) == 3000
     embedded = embed_images(engine, lfw / "images", pairs.images(), use_cache=False)
     similarity = pair_similarities(pairs, embedded.index(), embedded.embeddings, embedded.found)
-    sub_folds = np.arange(len(pairs)) % 10  # each sub-fold holds 30 same and 30 different pairs
-    result = kfold_accuracy(similarity, pairs.same, sub_folds)
-    assert result.mean >= 0.985, result.accuracies
-    assert len(embedded.no_face) <= 2
+    result = kfold_accuracy(similarity, pairs.same, pairs.fold)
+    assert result.mean >= 0.990, result.accuracies
+    assert len(embedded.no_face) == 0
 
 
 def test_eval_wider_cli_on_a_few_images(shared: Path, tmp_path: Path):
