@@ -260,6 +260,20 @@ def _worker_init(engine_args: tuple[str, tuple[str, ...], dict[str, Any]] | None
         _WORKER_KWARGS = {"plugins": plugins, **kwargs}
 
 
+def start_run(
+    db: Database, roots: Iterable[str | os.PathLike[str]], progress: ProgressCallback | None
+) -> tuple[IndexReport, list[FileEntry], dict[str, KnownPhoto]]:
+    """Scan ``roots`` and split the photos into those to index and those already indexed and unchanged."""
+    report = IndexReport()
+    entries = scan_photos(roots)
+    known = known_photos(db)
+    todo, report.skipped = plan(entries, known)
+    report.found = len(entries)
+    if progress:
+        progress(0, len(todo), 0)
+    return report, todo, known
+
+
 def index_library(
     db: Database,
     engine: Any,
@@ -270,14 +284,8 @@ def index_library(
 ) -> IndexReport:
     """Index every new or changed photo under ``roots`` into the library ``db``."""
     options = options or IndexOptions()
-    report = IndexReport()
     started = time.perf_counter()
-    entries = scan_photos(roots)
-    known = known_photos(db)
-    todo, report.skipped = plan(entries, known)
-    report.found = len(entries)
-    if progress:
-        progress(0, len(todo), 0)
+    report, todo, known = start_run(db, roots, progress)
     if todo:
         _run_local(db, engine, todo, known, options, report, progress)
     report.wall_seconds = time.perf_counter() - started

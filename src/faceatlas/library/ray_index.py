@@ -24,9 +24,10 @@ from faceatlas.library.pipeline import (
     ProgressCallback,
     decode_photo,
     describe_error,
+    start_run,
 )
-from faceatlas.library.scan import FileEntry, plan, scan_photos
-from faceatlas.library.writer import PhotoResult, WriterThread, known_photos
+from faceatlas.library.scan import FileEntry
+from faceatlas.library.writer import PhotoResult, WriterThread
 from faceatlas.storage import Database
 
 
@@ -157,14 +158,8 @@ def index_library_ray(
     import ray
 
     options = options or IndexOptions()
-    report = IndexReport()
     started = time.perf_counter()
-    entries = scan_photos(roots)
-    known = known_photos(db)
-    todo, report.skipped = plan(entries, known)
-    report.found = len(entries)
-    if progress:
-        progress(0, len(todo), 0)
+    report, todo, known = start_run(db, roots, progress)
     if not todo:
         report.wall_seconds = time.perf_counter() - started
         return report

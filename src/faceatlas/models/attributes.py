@@ -104,10 +104,8 @@ def _box_crop_matrices(boxes: np.ndarray, size: int, margin: float = 1.5) -> np.
     return matrices
 
 
-class InsightFaceGenderAge:
-    """InsightFace ``genderage.onnx``: 96x96 box crop -> (female, male, age/100)."""
-
-    name = "insightface.genderage"
+class _BoxCropModel:
+    """An InsightFace attribute model that reads a square crop around the detection box."""
 
     def __init__(self, path: Path, providers: list[str], *, threads: int | None = None):
         self.session = create_session(path, providers, threads=threads)
@@ -115,15 +113,24 @@ class InsightFaceGenderAge:
         self.size = int(self.session.get_inputs()[0].shape[2])
         self.mean, self.std = _insightface_normalisation(path)
 
+    def _run(self, rgb: np.ndarray, matrices: np.ndarray) -> np.ndarray:
+        crops = warp_faces(rgb, matrices, self.size)
+        blob = np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
+        return _run_batched(self.session, self.input_name, blob)
+
+
+class InsightFaceGenderAge(_BoxCropModel):
+    """InsightFace ``genderage.onnx``: 96x96 box crop -> (female, male, age/100)."""
+
+    name = "insightface.genderage"
+
     def predict(
         self, rgb: np.ndarray, boxes: np.ndarray, *, want_age: bool, want_gender: bool
     ) -> tuple[list[Age | None], list[Gender | None]]:
         n = len(boxes)
         if n == 0:
             return [], []
-        crops = warp_faces(rgb, _box_crop_matrices(boxes, self.size), self.size)
-        blob = np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
-        out = _run_batched(self.session, self.input_name, blob)
+        out = self._run(rgb, _box_crop_matrices(boxes, self.size))
         ages: list[Age | None] = [None] * n
         genders: list[Gender | None] = [None] * n
         for i, row in enumerate(out):
@@ -135,24 +142,16 @@ class InsightFaceGenderAge:
         return ages, genders
 
 
-class Landmarks106:
+class Landmarks106(_BoxCropModel):
     """InsightFace ``2d106det.onnx``: 192x192 box crop -> 106 points."""
 
     name = "insightface.2d106det"
-
-    def __init__(self, path: Path, providers: list[str], *, threads: int | None = None):
-        self.session = create_session(path, providers, threads=threads)
-        self.input_name = self.session.get_inputs()[0].name
-        self.size = int(self.session.get_inputs()[0].shape[2])
-        self.mean, self.std = _insightface_normalisation(path)
 
     def predict(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         if len(boxes) == 0:
             return np.zeros((0, 106, 2), np.float32)
         matrices = _box_crop_matrices(boxes, self.size)
-        crops = warp_faces(rgb, matrices, self.size)
-        blob = np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
-        points = _run_batched(self.session, self.input_name, blob).reshape(len(boxes), -1, 2)
+        points = self._run(rgb, matrices).reshape(len(boxes), -1, 2)
         points = (points + 1) * (self.size // 2)
         # Back from crop to image pixels: invert the similarity transform.
         scale = matrices[:, 0, 0][:, None, None]

@@ -103,6 +103,16 @@ _1K3D68 = ModelFile(
     "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc", 143_607_619
 )
 _ARCFACE = (127.5, 127.5)
+# buffalo_s and buffalo_sc share their recogniser (WebFace600K MobileFaceNet).
+_MOBILEFACENET = dict(
+    recognizer_file=ModelFile(
+        "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
+    ),
+    recognizer_name="insightface.ArcFace@w600k_mbf",
+    recognizer_normalisation=_ARCFACE,
+    embedding_size=512,
+    default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+)
 _INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research use only"
 
 PACKS: dict[str, PackSpec] = {
@@ -157,13 +167,7 @@ PACKS: dict[str, PackSpec] = {
         origin="download",
         detector="scrfd",
         detector_file=_DET_500M,
-        recognizer_file=ModelFile(
-            "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
-        ),
-        recognizer_name="insightface.ArcFace@w600k_mbf",
-        recognizer_normalisation=_ARCFACE,
-        embedding_size=512,
-        default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+        **_MOBILEFACENET,
         genderage_file=_GENDERAGE,
         landmark106_file=_2D106,
         extra_files=(_1K3D68,),
@@ -177,13 +181,7 @@ PACKS: dict[str, PackSpec] = {
         origin="download",
         detector="scrfd",
         detector_file=_DET_500M,
-        recognizer_file=ModelFile(
-            "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
-        ),
-        recognizer_name="insightface.ArcFace@w600k_mbf",
-        recognizer_normalisation=_ARCFACE,
-        embedding_size=512,
-        default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+        **_MOBILEFACENET,
         url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
         licence=_INSIGHTFACE_LICENCE,
     ),
