@@ -25,7 +25,10 @@ def models() -> None:
 def list_packs(root: Path | None) -> None:
     """Known packs and whether they are installed."""
     base = model_dir(root)
-    table = Table("pack", "installed", "embedding", "threshold", "c0", "c1", "description")
+    table = Table()
+    for column in ("pack", "installed", "embedding", "threshold", "c0", "c1"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description", ratio=1)
     for spec in PACKS.values():
         cal = spec.calibration()
         table.add_row(
