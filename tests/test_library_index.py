@@ -187,6 +187,16 @@ def test_cli_cluster_people_search_export_and_thumbnails(engine, photo_tree, pho
     stamp = thumb.stat().st_mtime_ns
     assert face_thumbnail(db, face_id, tmp_path / "thumbs", size=96).stat().st_mtime_ns == stamp
 
+    listing = runner.invoke(
+        cli,
+        ["person", "Barack Obama", "faces", "--library", str(library), "--thumbnails", str(tmp_path / "t")],
+    )
+    assert listing.exit_code == 0, listing.output
+    rows = [line.split("\t") for line in listing.output.splitlines()]
+    assert len(rows) == obama["faces"]
+    assert {int(r[0]) for r in rows} == {f["face_id"] for f in named["faces"]}
+    assert all(Image.open(r[2]).size == (160, 160) for r in rows)
+
 
 def _photo_count(db_file: Path) -> int:
     try:

@@ -213,10 +213,18 @@ def people(library: str | None, as_json: bool) -> None:
 
 @click.command()
 @click.argument("who")
-@click.argument("action", type=click.Choice(["rename", "merge", "remove-face", "split", "photos"]))
+@click.argument("action", type=click.Choice(["rename", "merge", "remove-face", "split", "photos", "faces"]))
 @click.argument("values", nargs=-1)
 @library_option
-def person(who: str, action: str, values: tuple[str, ...], library: str | None) -> None:
+@click.option(
+    "--thumbnails",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where `faces` caches face thumbnails (default: the faceatlas cache).",
+)
+def person(
+    who: str, action: str, values: tuple[str, ...], library: str | None, thumbnails: Path | None
+) -> None:
     """Act on the person WHO (name or id).
 
     \b
@@ -225,6 +233,7 @@ def person(who: str, action: str, values: tuple[str, ...], library: str | None) 
     remove-face ID     "not this person": unassign the face for good
     split ID...        move these faces to a new person
     photos             list the person's photos
+    faces              list the person's faces with a cropped thumbnail of each (to review before naming)
     """
     from faceatlas.library import people as ops
 
@@ -247,11 +256,26 @@ def person(who: str, action: str, values: tuple[str, ...], library: str | None) 
                 raise click.UsageError("split FACE_ID...")
             p = ops.split_faces(db, who, [_int(v) for v in values])
             click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
+        elif action == "faces":
+            from faceatlas.library.thumbnails import face_thumbnail
+
+            folder = thumbnails or _thumbnail_dir(db.url)
+            for face_id, path in ops.person_faces(db, who):
+                click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
         else:
             for path in ops.person_photos(db, who):
                 click.echo(path)
     except FaceAtlasError as exc:
         _fail(exc)
+
+
+def _thumbnail_dir(url: str) -> Path:
+    """One cache folder per library, so face ids of different libraries never collide."""
+    import hashlib
+
+    from faceatlas.models.store import cache_dir
+
+    return cache_dir() / "thumbnails" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def _need(values: tuple[str, ...], n: int, usage: str) -> None:

@@ -481,3 +481,16 @@ def person_photos(db: Database, ref: str | int) -> list[str]:
                 .order_by(Photo.path)
             )
         )
+
+
+def person_faces(db: Database, ref: str | int) -> list[tuple[int, str]]:
+    """(face id, photo path) of every face of a person, by photo."""
+    with db.session() as session:
+        person = resolve_person(session, ref)
+        rows = session.execute(
+            select(Face.id, Photo.path)
+            .join(Photo, Photo.id == Face.photo_id)
+            .where(Face.person_id == person.id)
+            .order_by(Photo.path, Face.id)
+        )
+        return [(int(face_id), path) for face_id, path in rows]
