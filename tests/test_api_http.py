@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from faceatlas.api.app import create_app
 from faceatlas.api.settings import MB, Settings
 from faceatlas.engine import Engine
-from tests.test_api_helpers import EXAMPLES
+from tests.api_helpers import EXAMPLES
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_api_helpers import (
+from tests.api_helpers import (
     EXAMPLES,
     LiveServer,
     drop_postgres_database,

@@ -57,7 +57,7 @@ def db(request, tmp_path):
     if request.param == "sqlite":
         yield open_library(tmp_path / "lib")
         return
-    from tests.test_api_helpers import drop_postgres_database, fresh_postgres_url
+    from tests.api_helpers import drop_postgres_database, fresh_postgres_url
 
     url = fresh_postgres_url("library")
     if url is None:

@@ -18,7 +18,7 @@ from faceatlas.storage.services import (
     SubjectExistsError,
     SubjectNotFoundError,
 )
-from tests.test_api_helpers import drop_postgres_database, fresh_postgres_url
+from tests.api_helpers import drop_postgres_database, fresh_postgres_url
 
 DIM = 8
 

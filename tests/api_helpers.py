@@ -1,5 +1,5 @@
 """Shared pieces of the server tests: a live ``faceatlas serve`` process, a fresh PostgreSQL database,
-the official SDK's interpreter. (No tests here; the module is imported by the test_api_* modules.)"""
+the official SDK's interpreter."""
 
 from __future__ import annotations
 
