@@ -6,6 +6,7 @@ The token is sent as ``Authorization: Bearer <token>`` or ``x-admin-token: <toke
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
 import anyio.to_thread
@@ -16,7 +17,7 @@ from faceatlas.api.errors import ApiError
 from faceatlas.api.images import read_json
 from faceatlas.api.state import ServerState, get_state
 from faceatlas.storage.service_tables import SERVICE_TYPES
-from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError
+from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError, ServiceRecord
 
 
 def require_admin(
@@ -65,31 +66,30 @@ async def create_service(request: Request, state: Admin) -> JSONResponse:
     return JSONResponse(record.to_dict(), status_code=201)
 
 
-@router.get("/services/{service}", summary="One face service (by id or name)")
-async def get_service(service: str, state: Admin) -> JSONResponse:
+async def _on_service(action: Callable[[str], ServiceRecord], service: str) -> ServiceRecord:
+    """Run a store action on one service in the worker pool; an unknown service is a 404."""
     try:
-        record = await anyio.to_thread.run_sync(state.store.get_service, service)
+        return await anyio.to_thread.run_sync(action, service)
     except ServiceNotFoundError as exc:
         raise _not_found(exc) from None
+
+
+@router.get("/services/{service}", summary="One face service (by id or name)")
+async def get_service(service: str, state: Admin) -> JSONResponse:
+    record = await _on_service(state.store.get_service, service)
     return JSONResponse(record.to_dict())
 
 
 @router.post("/services/{service}/rotate-key", summary="Give a face service a new API key")
 async def rotate_key(service: str, state: Admin) -> JSONResponse:
-    try:
-        record = await anyio.to_thread.run_sync(state.store.rotate_key, service)
-    except ServiceNotFoundError as exc:
-        raise _not_found(exc) from None
+    record = await _on_service(state.store.rotate_key, service)
     state.forget_keys()
     return JSONResponse(record.to_dict())
 
 
 @router.delete("/services/{service}", summary="Delete a face service and its collection")
 async def delete_service(service: str, state: Admin) -> JSONResponse:
-    try:
-        record = await anyio.to_thread.run_sync(state.store.delete_service, service)
-    except ServiceNotFoundError as exc:
-        raise _not_found(exc) from None
+    record = await _on_service(state.store.delete_service, service)
     state.forget_keys()
     state.collections.drop(record.id)
     return JSONResponse(record.to_dict())
