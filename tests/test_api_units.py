@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from faceatlas.api.collections import compreface_similarity, round_half_up
+from faceatlas.api.collections import round_half_up, similarity_of_cosine
 from faceatlas.api.errors import ApiError
 from faceatlas.api.images import decode_base64
 from faceatlas.api.params import parse_bool, parse_face_query, parse_int, parse_plugins
@@ -57,10 +57,10 @@ def test_similarity_formula_and_half_up_rounding() -> None:
     b = np.array([0.6, 0.8])
     distance = np.linalg.norm(a - b)
     expected = (np.tanh((1.1817961 - distance) * 5.291995557) + 1) / 2
-    assert compreface_similarity(np.array([a @ b]), 1.1817961, 5.291995557)[0] == pytest.approx(expected)
+    assert similarity_of_cosine(np.array([a @ b]), 1.1817961, 5.291995557)[0] == pytest.approx(expected)
     # at d = c0 the curve crosses 0.5
     cosine_at_c0 = 1 - 1.1817961**2 / 2
-    assert compreface_similarity(np.array([cosine_at_c0]), 1.1817961, 5.0)[0] == pytest.approx(0.5)
+    assert similarity_of_cosine(np.array([cosine_at_c0]), 1.1817961, 5.0)[0] == pytest.approx(0.5)
     assert round_half_up(0.123455) == 0.12346  # binary rounding would give 0.12345
     assert round_half_up(0.999994) == 0.99999
     assert round_half_up(0.999995) == 1.0

@@ -19,7 +19,7 @@ from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
 from faceatlas.models.attributes import DlibAgeGender, InsightFaceGenderAge, Landmarks106, estimate_pose
 from faceatlas.models.convert import converted_model
 from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
-from faceatlas.models.packs import PackSpec, bundled_file, get_pack
+from faceatlas.models.packs import PackSpec, bundled_file, compreface_similarity, get_pack
 from faceatlas.models.recognition import Recognizer
 from faceatlas.models.runtime import resolve_providers
 from faceatlas.models.store import cache_dir, locate
@@ -257,7 +257,7 @@ class Engine:
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray | float:
         """CompreFace similarity (tanh((c0 - d)·c1) + 1) / 2 of unit embeddings (broadcasts)."""
         distance = np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1)
-        value = (np.tanh((self.pack.c0 - distance) * self.pack.c1) + 1) / 2
+        value = compreface_similarity(distance, self.pack.c0, self.pack.c1)
         return float(value) if np.ndim(value) == 0 else value
 
     def is_same_person(self, a: np.ndarray, b: np.ndarray) -> bool:

@@ -18,13 +18,14 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 
+from faceatlas.models.packs import compreface_similarity
 from faceatlas.storage.services import FaceRows, ServiceStore
 
 
-def compreface_similarity(cosine: np.ndarray, c0: float, c1: float) -> np.ndarray:
-    """CompreFace's similarity of unit vectors from their cosine: (tanh((c0 - ||a-b||)·c1) + 1) / 2."""
+def similarity_of_cosine(cosine: np.ndarray, c0: float, c1: float) -> np.ndarray:
+    """CompreFace's similarity of unit vectors, from their cosine (the search works in cosines)."""
     distance = np.sqrt(np.maximum(2.0 - 2.0 * np.asarray(cosine, dtype=np.float64), 0.0))
-    return (np.tanh((c0 - distance) * c1) + 1.0) / 2.0
+    return compreface_similarity(distance, c0, c1)
 
 
 def round_half_up(value: float, places: int = 5) -> float:

@@ -21,12 +21,9 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_expit
 
 from faceatlas.evaluation.metrics import distance_to_similarity, equal_error, tar_at_far
+from faceatlas.models.packs import compreface_similarity
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "models" / "calibration"
-
-
-def compreface_similarity(distance: np.ndarray | float, c0: float, c1: float) -> np.ndarray | float:
-    return (np.tanh((c0 - np.asarray(distance, dtype=np.float64)) * c1) + 1.0) / 2.0
 
 
 def fit_c1(distances: np.ndarray, labels: np.ndarray, c0: float) -> float:

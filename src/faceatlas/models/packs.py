@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Literal
+
+import numpy as np
 
 INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 
@@ -25,6 +26,11 @@ class ModelFile:
     size: int | None = None
 
 
+def compreface_similarity(distance: np.ndarray | float, c0: float, c1: float) -> np.ndarray | float:
+    """CompreFace's similarity (tanh((c0 - d)·c1) + 1) / 2 of unit embeddings at Euclidean distance ``d``."""
+    return (np.tanh((c0 - np.asarray(distance, dtype=np.float64)) * c1) + 1.0) / 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class Calibration:
     """Same-person threshold (cosine similarity) and CompreFace similarity coefficients."""
@@ -33,9 +39,6 @@ class Calibration:
     c0: float
     c1: float
     source: str
-
-    def similarity(self, distance: float) -> float:
-        return (math.tanh((self.c0 - distance) * self.c1) + 1) / 2
 
 
 @dataclass(frozen=True, slots=True)

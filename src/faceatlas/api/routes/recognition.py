@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from faceatlas.api.collections import compreface_similarity, normalize_rows, round_half_up
+from faceatlas.api.collections import normalize_rows, round_half_up, similarity_of_cosine
 from faceatlas.api.errors import (
     IMAGE_ID_INCORRECT,
     MORE_THAN_ONE_FACE,
@@ -49,7 +49,7 @@ async def run(state: ServerState, fn, *args):  # type: ignore[no-untyped-def]
 
 def similarity(state: ServerState, cosines: np.ndarray) -> np.ndarray:
     pack = state.engine.pack
-    return compreface_similarity(cosines, pack.c0, pack.c1)
+    return similarity_of_cosine(cosines, pack.c0, pack.c1)
 
 
 # ----------------------------------------------------------------------------- recognize (#1)

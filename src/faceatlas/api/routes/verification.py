@@ -8,7 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from faceatlas.api.collections import compreface_similarity, normalize_rows, round_half_up
+from faceatlas.api.collections import normalize_rows, round_half_up, similarity_of_cosine
 from faceatlas.api.errors import MORE_THAN_ONE_FACE, wrong_embedding_count
 from faceatlas.api.faces import analyze, face_json, plugins_versions
 from faceatlas.api.images import read_images, read_json
@@ -34,7 +34,7 @@ async def verify(request: Request, state: State, service: VerificationService) -
     source = source_faces[0]
     pack = state.engine.pack
     targets = normalize_rows(np.stack([f.embedding for f in target_faces]))
-    sims = compreface_similarity(targets @ normalize_rows(source.embedding[None, :])[0], pack.c0, pack.c1)
+    sims = similarity_of_cosine(targets @ normalize_rows(source.embedding[None, :])[0], pack.c0, pack.c1)
     matches = []
     for face, sim in zip(target_faces, sims, strict=True):
         item = face_json(face, options, round_probability=True)
@@ -61,7 +61,7 @@ async def verify_embeddings(request: Request, state: State, service: Verificatio
         raise wrong_embedding_count(2, 1)
     targets = vectors(raw_targets, "targets", pack.embedding_size, pack.id)
     cosines = normalize_rows(targets) @ normalize_rows(source[None, :])[0]
-    sims = compreface_similarity(cosines, pack.c0, pack.c1)
+    sims = similarity_of_cosine(cosines, pack.c0, pack.c1)
     result = [
         {"embedding": row, "similarity": round_half_up(s)} for row, s in zip(raw_targets, sims, strict=True)
     ]
