@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from faceatlas.api.collections import round_half_up, similarity_of_cosine
+from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import ApiError
 from faceatlas.api.images import decode_base64
 from faceatlas.api.params import parse_bool, parse_face_query, parse_int, parse_plugins
 from faceatlas.api.settings import Settings
 from faceatlas.api.state import is_uuid
 from faceatlas.cli.services import services
+from faceatlas.vectors import similarity_of_cosine
 
 PLUGINS = ("landmarks", "age", "gender", "pose")
 

@@ -7,18 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from faceatlas.evaluation.calibration import calibrate, compreface_similarity, fit_c1, write_calibration
+from faceatlas.evaluation.calibration import calibrate, fit_c1, write_calibration
 from faceatlas.evaluation.cluster_metrics import cluster_scores
 from faceatlas.evaluation.embeddings import subject_face
 from faceatlas.evaluation.errors import DatasetError
 from faceatlas.evaluation.lfw import pair_similarities, parse_pairs, verification_report
 from faceatlas.evaluation.metrics import (
     best_threshold,
-    distance_to_similarity,
     equal_error,
     kfold_accuracy,
     roc_auc,
-    similarity_to_distance,
     tar_at_far,
 )
 from faceatlas.evaluation.wider import (
@@ -30,7 +28,8 @@ from faceatlas.evaluation.wider import (
     parse_ground_truth_txt,
     voc_ap,
 )
-from faceatlas.face import Face
+from faceatlas.face import DetectedFace
+from faceatlas.vectors import compreface_similarity, cosine_to_distance, distance_to_cosine
 
 # --- verification -------------------------------------------------------------------------------------
 
@@ -98,8 +97,8 @@ def test_equal_error_symmetric_and_separable():
 
 def test_distance_similarity_round_trip():
     similarity = np.array([-1.0, 0.0, 0.3, 1.0])
-    assert similarity_to_distance(similarity) == pytest.approx([2.0, np.sqrt(2), np.sqrt(1.4), 0.0])
-    assert distance_to_similarity(similarity_to_distance(similarity)) == pytest.approx(similarity)
+    assert cosine_to_distance(similarity) == pytest.approx([2.0, np.sqrt(2), np.sqrt(1.4), 0.0])
+    assert distance_to_cosine(cosine_to_distance(similarity)) == pytest.approx(similarity)
 
 
 def test_metrics_reject_bad_input():
@@ -384,8 +383,8 @@ def test_load_shared_wider_subset_matches_official_lists(shared: Path):
 # --- choice of the subject face -------------------------------------------------------------------------
 
 
-def _face(box: tuple[float, float, float, float]) -> Face:
-    return Face(box=box, score=0.9, landmarks=np.zeros((5, 2), np.float32), pack="test")
+def _face(box: tuple[float, float, float, float]) -> DetectedFace:
+    return DetectedFace(box=box, score=0.9, landmarks=np.zeros((5, 2), np.float32), pack="test")
 
 
 def test_subject_face_prefers_the_face_centred_on_the_image():

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from faceatlas.face import Face as DetectedFace
+from faceatlas.face import DetectedFace
 from faceatlas.library.people import (
     ClusterOptions,
     DecisionError,

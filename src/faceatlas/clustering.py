@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from faceatlas.vectors import normalize_rows
+
 #: Above this many faces the dense similarity matrix would need more than ~2.5 GB.
 MAX_DENSE_FACES = 25_000
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    """L2-normalise each row (float32); zero rows stay zero."""
-    x = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
 
 
 def cannot_link_mask(photo_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,20 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from faceatlas.face import Face
+from faceatlas.face import DetectedFace
 from faceatlas.images import DecodedImage, ImageSource, decode_image
 from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
 from faceatlas.models.attributes import DlibAgeGender, InsightFaceGenderAge, Landmarks106, estimate_pose
 from faceatlas.models.convert import converted_model
 from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
-from faceatlas.models.packs import PackSpec, bundled_file, compreface_similarity, get_pack
+from faceatlas.models.packs import PackSpec, bundled_file, get_pack
 from faceatlas.models.recognition import Recognizer
 from faceatlas.models.runtime import resolve_providers
 from faceatlas.models.store import cache_dir, locate
 from faceatlas.models.store import model_dir as model_dir_for
+from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
 KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
-STAGES = ("decode", "detect", "align", "embed", "attributes")
+ENGINE_STAGES = ("decode", "detect", "align", "embed", "attributes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +48,7 @@ class PackInfo:
     @property
     def distance_threshold(self) -> float:
         """The same-person threshold as a Euclidean distance between unit vectors."""
-        return float(np.sqrt(max(0.0, 2.0 - 2.0 * self.threshold)))
+        return float(cosine_to_distance(self.threshold))
 
 
 def _filter_plugins(plugins: Iterable[str] | str | None) -> set[str]:
@@ -178,7 +179,7 @@ class Engine:
         min_face_size: float = 0,
         detect: bool = True,
         timings: dict[str, float] | None = None,
-    ) -> list[Face]:
+    ) -> list[DetectedFace]:
         """Every face in one image, largest first, with the requested plugins."""
         return self.analyze_batch(
             [image],
@@ -202,7 +203,7 @@ class Engine:
         min_face_size: float = 0,
         detect: bool = True,
         timings: dict[str, float] | None = None,
-    ) -> list[list[Face]]:
+    ) -> list[list[DetectedFace]]:
         """Faces of many images; embeddings are computed in one batch across all of them.
 
         ``timings`` (if given) accumulates seconds per stage: decode, detect, align, embed, attributes.
@@ -245,7 +246,7 @@ class Engine:
             return np.zeros((0, self.pack.embedding_size), dtype=np.float32)
         return np.stack([f.embedding for f in faces])
 
-    def embed_faces(self, image: ImageSource | DecodedImage, faces: Sequence[Face]) -> None:
+    def embed_faces(self, image: ImageSource | DecodedImage, faces: Sequence[DetectedFace]) -> None:
         """Compute (or recompute) embeddings of faces already detected in ``image``, in one batch."""
         decoded = self.decode(image)
         landmarks = np.stack([f.landmarks for f in faces]) / decoded.scale if faces else np.zeros((0, 5, 2))
@@ -298,7 +299,7 @@ class Engine:
 
     def _faces(
         self, decoded: DecodedImage, found: Detections, vectors: np.ndarray | None, wanted: set[str]
-    ) -> list[Face]:
+    ) -> list[DetectedFace]:
         n = len(found)
         if n == 0:
             return []
@@ -322,7 +323,7 @@ class Engine:
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         landmarks = found.landmarks * decoded.scale
         return [
-            Face(
+            DetectedFace(
                 box=tuple(float(v) for v in boxes[i]),  # type: ignore[arg-type]
                 score=float(found.scores[i]),
                 landmarks=landmarks[i].astype(np.float32),
@@ -337,7 +338,7 @@ class Engine:
         ]
 
     @staticmethod
-    def _per_face_timings(results: list[list[Face]], seconds: dict[str, float]) -> None:
+    def _per_face_timings(results: list[list[DetectedFace]], seconds: dict[str, float]) -> None:
         count = sum(len(faces) for faces in results)
         if count == 0:
             return

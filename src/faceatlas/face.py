@@ -34,7 +34,7 @@ class Pose:
 
 
 @dataclass(slots=True)
-class Face:
+class DetectedFace:
     """One face, with coordinates in the original (orientation-corrected) image's pixels.
 
     ``box`` is ``(x_min, y_min, x_max, y_max)``; ``landmarks`` is a (5, 2) float array in the

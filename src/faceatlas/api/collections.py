@@ -18,14 +18,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 
-from faceatlas.models.packs import compreface_similarity
 from faceatlas.storage.services import FaceRows, ServiceStore
-
-
-def similarity_of_cosine(cosine: np.ndarray, c0: float, c1: float) -> np.ndarray:
-    """CompreFace's similarity of unit vectors, from their cosine (the search works in cosines)."""
-    distance = np.sqrt(np.maximum(2.0 - 2.0 * np.asarray(cosine, dtype=np.float64), 0.0))
-    return compreface_similarity(distance, c0, c1)
+from faceatlas.vectors import normalize_rows
 
 
 def round_half_up(value: float, places: int = 5) -> float:
@@ -37,12 +31,6 @@ def release_free_memory() -> None:
     """Hand freed heap pages back to the OS after a big reload (glibc keeps them otherwise)."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def normalize_rows(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:

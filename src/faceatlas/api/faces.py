@@ -12,7 +12,7 @@ from faceatlas.api.errors import NO_FACE, ApiError
 from faceatlas.api.params import CALCULATOR, FaceQuery
 from faceatlas.api.state import ServerState
 from faceatlas.errors import ImageError, ImageTooLargeError
-from faceatlas.face import Face
+from faceatlas.face import DetectedFace
 
 # CompreFace skips these plugins when detection is off (CORE/constants.py SKIPPED_PLUGINS)
 _SKIPPED_WITHOUT_DETECTION = {"pose", "mask"}
@@ -28,12 +28,12 @@ def engine_plugins(query: FaceQuery) -> tuple[str, ...]:
 
 async def analyze(
     state: ServerState, data: bytes, query: FaceQuery, *, embed: bool, limit: int | None = None
-) -> list[Face]:
+) -> list[DetectedFace]:
     """Faces of one image, computed in the bounded worker pool so the event loop never waits."""
     plugins = engine_plugins(query)
     limit = query.limit if limit is None else limit
 
-    def work() -> list[Face]:
+    def work() -> list[DetectedFace]:
         return state.engine.analyze(
             data,
             plugins=plugins,
@@ -66,7 +66,7 @@ def plugins_versions(state: ServerState, query: FaceQuery, *, embedded: bool) ->
     return versions
 
 
-def face_json(face: Face, query: FaceQuery, *, round_probability: bool) -> dict[str, Any]:
+def face_json(face: DetectedFace, query: FaceQuery, *, round_probability: bool) -> dict[str, Any]:
     """One face as CompreFace's FacePredictionResultDto; fields of plugins that did not run are left out."""
     x_min, y_min, x_max, y_max = (round(float(v)) for v in face.box)
     probability = round_half_up(face.score) if round_probability else float(face.score)
@@ -105,7 +105,7 @@ def face_json(face: Face, query: FaceQuery, *, round_probability: bool) -> dict[
     return out
 
 
-def execution_time(face: Face, query: FaceQuery) -> dict[str, float]:
+def execution_time(face: DetectedFace, query: FaceQuery) -> dict[str, float]:
     """Per-face milliseconds in CompreFace's keys (the engine times stages, shared across faces)."""
     ms = face.timings
     out = {"detector": round(ms.get("decode", 0.0) + ms.get("detect", 0.0), 3)}

@@ -150,7 +150,7 @@ def lfw(
     out: Path | None,
 ) -> None:
     """LFW View-2 verification: k-fold accuracy, AUC, TAR@FAR, thresholds and calibration."""
-    from faceatlas.evaluation.calibration import Calibration, write_calibration
+    from faceatlas.evaluation.calibration import CalibrationFit, write_calibration
     from faceatlas.evaluation.runs import run_lfw
 
     command = _command(ctx, skip=("out", "calibration_dir", "cache_dir"))
@@ -171,7 +171,7 @@ def lfw(
     if calibrate:
         fields = {k: v for k, v in report["calibration"].items() if k not in {"source"}}
         path = write_calibration(
-            Calibration(**fields),
+            CalibrationFit(**fields),
             dataset=f"{Path(root).name} ({report['folds']} folds, {report['pairs']} pairs)",
             command=command,
             directory=calibration_dir,

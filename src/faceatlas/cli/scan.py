@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from faceatlas.errors import FaceAtlasError
-from faceatlas.face import Face
+from faceatlas.face import DetectedFace
 
 
-def draw_faces(rgb, faces: list[Face], scale: float):  # type: ignore[no-untyped-def]
+def draw_faces(rgb, faces: list[DetectedFace], scale: float):  # type: ignore[no-untyped-def]
     """A BGR copy of ``rgb`` with boxes, landmarks and labels drawn (faces in original pixels)."""
     import cv2
     import numpy as np

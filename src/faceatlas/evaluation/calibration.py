@@ -20,8 +20,8 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_expit
 
-from faceatlas.evaluation.metrics import distance_to_similarity, equal_error, tar_at_far
-from faceatlas.models.packs import compreface_similarity
+from faceatlas.evaluation.metrics import equal_error, tar_at_far
+from faceatlas.vectors import compreface_similarity, distance_to_cosine
 
 CALIBRATION_DIR = Path(__file__).resolve().parents[1] / "models" / "calibration"
 
@@ -60,7 +60,9 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
 
 
 @dataclass(frozen=True, slots=True)
-class Calibration:
+class CalibrationFit:
+    """A measured calibration with its metrics (a pack reads back a ``models.packs.Calibration``)."""
+
     pack: str
     threshold: float  # cosine similarity at the target FAR
     distance_threshold: float  # the same threshold as a Euclidean distance
@@ -75,7 +77,7 @@ class Calibration:
         return asdict(self)
 
 
-def calibrate(pack: str, distances: np.ndarray, labels: np.ndarray, *, far: float = 1e-3) -> Calibration:
+def calibrate(pack: str, distances: np.ndarray, labels: np.ndarray, *, far: float = 1e-3) -> CalibrationFit:
     """Fit the threshold at ``far`` and ``c0, c1`` from pair distances of unit embeddings."""
     distances = np.asarray(distances, dtype=np.float64).ravel()
     labels = np.asarray(labels, dtype=bool).ravel()
@@ -87,9 +89,9 @@ def calibrate(pack: str, distances: np.ndarray, labels: np.ndarray, *, far: floa
     probabilities = compreface_similarity(distances, c0, c1)
     eps = 1e-12
     log_loss = -np.mean(np.where(labels, np.log(probabilities + eps), np.log(1 - probabilities + eps)))
-    return Calibration(
+    return CalibrationFit(
         pack=pack,
-        threshold=float(distance_to_similarity(distance_threshold)),
+        threshold=float(distance_to_cosine(distance_threshold)),
         distance_threshold=float(distance_threshold),
         c0=float(c0),
         c1=float(c1),
@@ -113,7 +115,7 @@ def calibration_path(pack: str, directory: Path | None = None) -> Path:
 
 
 def write_calibration(
-    calibration: Calibration,
+    calibration: CalibrationFit,
     *,
     dataset: str,
     command: str,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from faceatlas.errors import ImageError
-from faceatlas.face import Face
+from faceatlas.face import DetectedFace
 
 if TYPE_CHECKING:
     from faceatlas.engine import Engine
@@ -44,7 +44,7 @@ class ImageEmbeddings:
         return [name for name, ok in zip(self.names, self.found, strict=True) if not ok]
 
 
-def subject_face(faces: Sequence[Face], width: float, height: float) -> int | None:
+def subject_face(faces: Sequence[DetectedFace], width: float, height: float) -> int | None:
     """Index of the subject: of the faces whose box covers the image centre, the one centred nearest to it;
     the largest face if none covers the centre.
 

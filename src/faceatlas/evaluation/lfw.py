@@ -20,9 +20,9 @@ from faceatlas.evaluation.metrics import (
     equal_error,
     kfold_accuracy,
     roc_auc,
-    similarity_to_distance,
     tar_at_far,
 )
+from faceatlas.vectors import cosine_to_distance
 
 # Pairs whose image had no detectable face get this score: the most "different" a cosine can be.
 MISSING_SIMILARITY = -1.0
@@ -148,7 +148,7 @@ def verification_report(
     """Every LFW number we publish, from per-pair similarities."""
     kfold = kfold_accuracy(similarity, same, fold)
     global_threshold, global_accuracy = best_threshold(similarity, same)
-    distance = similarity_to_distance(similarity)
+    distance = cosine_to_distance(similarity)
     eer = equal_error(similarity, same)
     tar_rates = {}
     for target in (1e-3, 1e-2):
@@ -156,7 +156,7 @@ def verification_report(
         tar_rates[f"{target:g}"] = {
             "tar": tar,
             "threshold": threshold,
-            "distance_threshold": float(similarity_to_distance(threshold)),
+            "distance_threshold": float(cosine_to_distance(threshold)),
             "far": achieved,
         }
     calibration = calibrate(pack, distance, same, far=far)
@@ -177,11 +177,11 @@ def verification_report(
         "eer": {
             "rate": eer.rate,
             "threshold": eer.threshold,
-            "distance_threshold": float(similarity_to_distance(eer.threshold)),
+            "distance_threshold": float(cosine_to_distance(eer.threshold)),
         },
         "best_threshold": {
             "threshold": global_threshold,
-            "distance_threshold": float(similarity_to_distance(global_threshold)),
+            "distance_threshold": float(cosine_to_distance(global_threshold)),
             "accuracy": global_accuracy,
         },
         "tar_at_far": tar_rates,

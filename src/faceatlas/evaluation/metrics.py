@@ -191,12 +191,3 @@ def kfold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) ->
             )
         )
     return KFoldResult(folds=tuple(results))
-
-
-def similarity_to_distance(similarity: np.ndarray | float) -> np.ndarray | float:
-    """Euclidean distance between unit vectors with this cosine similarity."""
-    return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(similarity, dtype=np.float64), 0.0, 4.0))
-
-
-def distance_to_similarity(distance: np.ndarray | float) -> np.ndarray | float:
-    return 1.0 - np.asarray(distance, dtype=np.float64) ** 2 / 2.0

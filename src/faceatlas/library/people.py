@@ -20,10 +20,11 @@ import numpy as np
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from faceatlas.clustering import cluster_faces, normalize_rows
+from faceatlas.clustering import cluster_faces
 from faceatlas.errors import FaceAtlasError
 from faceatlas.library.tables import SOURCE_AUTO, SOURCE_USER, Decision, Face, Person, Photo
 from faceatlas.storage import Database
+from faceatlas.vectors import normalize_rows
 
 
 class PersonNotFoundError(FaceAtlasError, LookupError):

@@ -29,7 +29,7 @@ from faceatlas.storage import Database
 #: 960 lets a 4000x3000 JPEG decode at 1/4 (1000x750) while a face of 5 % of the width keeps ~50 px.
 DEFAULT_DECODE_SIZE = 960
 
-STAGES = ("decode", "detect", "embed", "attributes", "write")
+INDEX_STAGES = ("decode", "detect", "embed", "attributes", "write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,7 @@ class IndexReport:
     indexed: int = 0
     faces: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(INDEX_STAGES, 0.0))
     wall_seconds: float = 0.0
 
     @property

@@ -5,7 +5,7 @@ Every table name starts with ``library_`` so the library can share one database 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import (
@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faceatlas.storage.db import Base
+from faceatlas.storage.db import Base, utcnow
 
 #: Photo status values.
 STATUS_OK = "ok"
@@ -31,10 +31,6 @@ STATUS_ERROR = "error"
 #: Face assignment sources: ``auto`` faces may be moved by a later clustering run, ``user`` faces never.
 SOURCE_AUTO = "auto"
 SOURCE_USER = "user"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class Photo(Base):

@@ -18,10 +18,11 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
-from faceatlas.face import Face as DetectedFace
+from faceatlas.face import DetectedFace
 from faceatlas.library.scan import FileEntry, KnownPhoto
-from faceatlas.library.tables import STATUS_ERROR, STATUS_OK, Face, Photo, utcnow
+from faceatlas.library.tables import STATUS_ERROR, STATUS_OK, Face, Photo
 from faceatlas.storage import Database
+from faceatlas.storage.db import utcnow
 
 
 @dataclass(slots=True)

@@ -14,8 +14,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 
 
@@ -24,11 +22,6 @@ class ModelFile:
     filename: str
     sha256: str | None = None
     size: int | None = None
-
-
-def compreface_similarity(distance: np.ndarray | float, c0: float, c1: float) -> np.ndarray | float:
-    """CompreFace's similarity (tanh((c0 - d)·c1) + 1) / 2 of unit embeddings at Euclidean distance ``d``."""
-    return (np.tanh((c0 - np.asarray(distance, dtype=np.float64)) * c1) + 1.0) / 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from faceatlas.models.runtime import create_session
+from faceatlas.vectors import normalize_rows
 
 
 class Recognizer:
@@ -51,5 +52,4 @@ class Recognizer:
             for i in range(0, len(blob), self.max_batch)
         ]
         embeddings = np.concatenate(parts).astype(np.float32).reshape(len(crops), -1)
-        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
-        return embeddings / np.maximum(norms, 1e-12)
+        return normalize_rows(embeddings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +20,11 @@ from sqlalchemy.engine import Engine as SQLEngine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for every stored timestamp (naive datetimes compare wrongly across databases)."""
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

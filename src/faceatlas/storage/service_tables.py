@@ -11,7 +11,7 @@ writers of one service) and logs which faces changed under that version number.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -25,13 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from faceatlas.storage.db import Base
+from faceatlas.storage.db import Base, utcnow
 
 SERVICE_TYPES = ("recognition", "detection", "verification")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class FaceService(Base):

@@ -10,7 +10,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from faceatlas.api.collections import normalize_rows, round_half_up, similarity_of_cosine
+from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import (
     IMAGE_ID_INCORRECT,
     MORE_THAN_ONE_FACE,
@@ -36,6 +36,7 @@ from faceatlas.api.routes.common import (
 from faceatlas.api.routes.embeddings import vectors
 from faceatlas.api.state import ServerState, is_uuid
 from faceatlas.storage.services import SubjectExistsError, SubjectNotFoundError
+from faceatlas.vectors import normalize_rows, similarity_of_cosine
 
 router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
 
