@@ -10,14 +10,14 @@ import pytest
 from sqlalchemy import inspect
 
 from faceatlas.api.collections import Collection, Collections
-from faceatlas.storage.db import Database, sqlite_url
-from faceatlas.storage.services import (
+from faceatlas.errors import (
     ServiceExistsError,
     ServiceNotFoundError,
-    ServiceStore,
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from faceatlas.storage.db import Database, sqlite_url
+from faceatlas.storage.services import ServiceStore
 from tests.api_helpers import drop_postgres_database, fresh_postgres_url
 
 DIM = 8

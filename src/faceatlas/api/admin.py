@@ -16,8 +16,9 @@ from fastapi.responses import JSONResponse
 from faceatlas.api.errors import ApiError
 from faceatlas.api.images import read_json
 from faceatlas.api.state import ServerState, get_state
+from faceatlas.errors import ServiceExistsError, ServiceNotFoundError
 from faceatlas.storage.service_tables import SERVICE_TYPES
-from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError, ServiceRecord
+from faceatlas.storage.services import ServiceRecord
 
 
 def require_admin(

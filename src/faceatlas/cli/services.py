@@ -8,8 +8,9 @@ from pathlib import Path
 import click
 
 from faceatlas.api.settings import Settings
+from faceatlas.errors import ServiceExistsError, ServiceNotFoundError
 from faceatlas.storage.service_tables import SERVICE_TYPES
-from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError, ServiceStore
+from faceatlas.storage.services import ServiceStore
 
 
 def _store(database: str | None, data_dir: Path | None) -> ServiceStore:

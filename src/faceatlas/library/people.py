@@ -21,22 +21,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from faceatlas.clustering import cluster_faces
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import DecisionError, FaceNotFoundError, PersonNotFoundError
 from faceatlas.library.tables import SOURCE_AUTO, SOURCE_USER, Decision, Face, Person, Photo
 from faceatlas.storage import Database
 from faceatlas.vectors import normalize_rows
-
-
-class PersonNotFoundError(FaceAtlasError, LookupError):
-    """No person with that name or id."""
-
-
-class FaceNotFoundError(FaceAtlasError, LookupError):
-    """No face with that id (or it does not belong to the given person)."""
-
-
-class DecisionError(FaceAtlasError, ValueError):
-    """A user decision that cannot be applied (e.g. merging a person into itself, a taken name)."""
 
 
 @dataclass(frozen=True, slots=True)

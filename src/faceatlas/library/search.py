@@ -8,14 +8,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import NoFaceError
 from faceatlas.library.people import load_faces
 from faceatlas.library.tables import Face, Person, Photo
 from faceatlas.storage import Database
-
-
-class NoFaceError(FaceAtlasError, ValueError):
-    """The query image holds no face."""
 
 
 @dataclass(frozen=True, slots=True)

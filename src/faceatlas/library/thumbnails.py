@@ -9,14 +9,10 @@ import cv2
 import numpy as np
 from sqlalchemy import select
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, ThumbnailError
 from faceatlas.images import decode_image
 from faceatlas.library.tables import Face, Photo
 from faceatlas.storage import Database
-
-
-class ThumbnailError(FaceAtlasError, LookupError):
-    """The face does not exist or its photo can no longer be read."""
 
 
 def crop_face(

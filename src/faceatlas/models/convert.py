@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceatlas.errors import ModelIntegrityError
+from faceatlas.errors import ModelIntegrityError, ModelNotInstalledError
 
 if TYPE_CHECKING:
     import onnx
@@ -122,7 +122,7 @@ def converted_model(
 ) -> Path:
     """Return the path of the ONNX-Runtime-ready version of ``source``, converting it once."""
     if not source.is_file():
-        raise FileNotFoundError(f"model file not found: {source}")
+        raise ModelNotInstalledError(f"model file not found: {source}")
     key = expected_sha256 or sha256_file(source)
     target = cache_dir / f"{source.stem}.{key[:16]}.{'batch' if batchable else 'fixed'}.onnx"
     if target.is_file():

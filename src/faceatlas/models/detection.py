@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Self
 
 import cv2
 import numpy as np
 
+from faceatlas.errors import ModelConfigError
 from faceatlas.models.runtime import create_session
+
+if TYPE_CHECKING:
+    from faceatlas.models.packs import ModelRef
+    from faceatlas.models.registry import LoadContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +41,6 @@ class Detections:
 
     def scaled(self, factor: float) -> Detections:
         return Detections(self.boxes * factor, self.scores, self.landmarks * factor)
-
-
-class Detector(Protocol):
-    name: str
-    default_threshold: float
-
-    def detect(self, rgb: np.ndarray, threshold: float) -> Detections: ...
 
 
 # Small images are enlarged at most this much: more blurs the landmarks that alignment relies on
@@ -96,6 +94,12 @@ class YuNetDetector:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.grids = {s: _grid(self.height // s, self.width // s, s, 1) for s in self.strides}
 
+    @classmethod
+    def from_pack(cls, context: LoadContext, ref: ModelRef, **options: Any) -> Self:
+        """YuNet's input size is fixed by the file, so ``input_size`` is not an option here."""
+        options.pop("input_size", None)
+        return cls(context.path(ref.file), context.providers, threads=context.threads, **options)
+
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
         canvas, back = letterbox(rgb, self.width, self.height)
         blob = np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
@@ -142,7 +146,7 @@ class SCRFDDetector:
     ):
         width, height = input_size
         if width % 32 or height % 32 or width <= 0 or height <= 0:
-            raise ValueError(f"SCRFD input size must be positive multiples of 32, got {width}x{height}")
+            raise ModelConfigError(f"SCRFD input size must be positive multiples of 32, got {width}x{height}")
         self.session = create_session(path, providers, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
@@ -151,11 +155,17 @@ class SCRFDDetector:
         self.width, self.height = width, height
         self.output_names = [o.name for o in self.session.get_outputs()]
         if len(self.output_names) != 9:
-            raise ValueError(
+            raise ModelConfigError(
                 f"{path}: expected an SCRFD model with keypoints (9 outputs), got {len(self.output_names)}"
             )
         self.nms_iou = nms_iou
         self._grids: dict[tuple[int, int, int], np.ndarray] = {}
+        self.name = f"scrfd.{Path(path).stem}"
+
+    @classmethod
+    def from_pack(cls, context: LoadContext, ref: ModelRef, **options: Any) -> Self:
+        source = context.path(ref.file)
+        return cls(source, context.providers, threads=context.threads, **options)
 
     def _anchor_centers(self, rows: int, cols: int, stride: int) -> np.ndarray:
         key = (rows, cols, stride)

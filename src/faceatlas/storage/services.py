@@ -19,6 +19,12 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from faceatlas.errors import (
+    ServiceExistsError,
+    ServiceNotFoundError,
+    SubjectExistsError,
+    SubjectNotFoundError,
+)
 from faceatlas.storage.db import Database
 from faceatlas.storage.service_tables import (
     SERVICE_TYPES,
@@ -33,26 +39,6 @@ from faceatlas.storage.service_tables import (
 # keep this many versions of the change log per service; a process further behind reloads everything
 CHANGE_LOG_KEEP = 20_000
 CHANGE_LOG_PRUNE_EVERY = 1_000
-
-
-class StoreError(Exception):
-    """Base class of the repository's expected failures."""
-
-
-class ServiceExistsError(StoreError):
-    pass
-
-
-class ServiceNotFoundError(StoreError):
-    pass
-
-
-class SubjectExistsError(StoreError):
-    pass
-
-
-class SubjectNotFoundError(StoreError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

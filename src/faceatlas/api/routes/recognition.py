@@ -35,7 +35,7 @@ from faceatlas.api.routes.common import (
 )
 from faceatlas.api.routes.embeddings import vectors
 from faceatlas.api.state import ServerState, is_uuid
-from faceatlas.storage.services import SubjectExistsError, SubjectNotFoundError
+from faceatlas.errors import SubjectExistsError, SubjectNotFoundError
 from faceatlas.vectors import normalize_rows, similarity_of_cosine
 
 router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
