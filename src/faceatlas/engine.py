@@ -216,7 +216,7 @@ class Engine:
         )
         if not faces:
             return np.zeros((0, self.pack.embedding_size), dtype=np.float32)
-        return np.stack([f.embedding for f in faces])
+        return np.stack([f.embedding for f in faces if f.embedding is not None])
 
     def embed_faces(self, image: ImageSource | DecodedImage, faces: Sequence[DetectedFace]) -> None:
         """Compute (or recompute) embeddings of faces already detected in ``image``, in one batch."""

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.cli.common import load_engine
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -28,16 +28,6 @@ def _open(library: str | None):  # type: ignore[no-untyped-def]
     from faceatlas.library.store import open_library
 
     return open_library(library)
-
-
-def _engine(pack: str, threads: int | None = None, attributes: bool = True):  # type: ignore[no-untyped-def]
-    from faceatlas.engine import Engine
-
-    return Engine(pack, threads=threads, attributes=attributes)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
 
 
 def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +97,7 @@ def index(
     db = _open(library)
     split_workers, split_threads = default_split(detect_in_workers=detect_in_workers)
     workers = workers or split_workers
-    engine = _engine(pack, threads or split_threads, attributes)
+    engine = load_engine(pack, threads=threads or split_threads, attributes=attributes)
     plugins = ("age", "gender", "pose") if attributes else ()
     options = IndexOptions(
         workers=workers, batch_size=batch_size, plugins=plugins, detect_in_workers=detect_in_workers
@@ -130,23 +120,20 @@ def index(
             task, completed=done, total=total, faces=faces, rate=done / elapsed if elapsed else 0.0
         )
 
-    try:
-        with progress:
-            if ray_address is not None:
-                from faceatlas.library.ray_index import index_library_ray
+    with progress:
+        if ray_address is not None:
+            from faceatlas.library.ray_index import index_library_ray
 
-                report = index_library_ray(
-                    db,
-                    engine,
-                    folders,
-                    options=options,
-                    progress=on_progress,
-                    address=None if ray_address == "local" else ray_address,
-                )
-            else:
-                report = index_library(db, engine, folders, options=options, progress=on_progress)
-    except FaceAtlasError as exc:
-        _fail(exc)
+            report = index_library_ray(
+                db,
+                engine,
+                folders,
+                options=options,
+                progress=on_progress,
+                address=None if ray_address == "local" else ray_address,
+            )
+        else:
+            report = index_library(db, engine, folders, options=options, progress=on_progress)
     _print_report(report, "index stages")
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
@@ -238,35 +225,32 @@ def person(
     from faceatlas.library import people as ops
 
     db = _open(library)
-    try:
-        if action == "rename":
-            _need(values, 1, "rename NEW_NAME")
-            p = ops.rename_person(db, who, values[0])
-            click.echo(f"person {p.id} is now {p.name!r}")
-        elif action == "merge":
-            _need(values, 1, "merge OTHER")
-            p = ops.merge_people(db, who, values[0])
-            click.echo(f"merged {values[0]} into person {p.id}")
-        elif action == "remove-face":
-            _need(values, 1, "remove-face FACE_ID")
-            ops.remove_face(db, who, _int(values[0]))
-            click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
-        elif action == "split":
-            if not values:
-                raise click.UsageError("split FACE_ID...")
-            p = ops.split_faces(db, who, [_int(v) for v in values])
-            click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
-        elif action == "faces":
-            from faceatlas.library.thumbnails import face_thumbnail
+    if action == "rename":
+        _need(values, 1, "rename NEW_NAME")
+        p = ops.rename_person(db, who, values[0])
+        click.echo(f"person {p.id} is now {p.name!r}")
+    elif action == "merge":
+        _need(values, 1, "merge OTHER")
+        p = ops.merge_people(db, who, values[0])
+        click.echo(f"merged {values[0]} into person {p.id}")
+    elif action == "remove-face":
+        _need(values, 1, "remove-face FACE_ID")
+        ops.remove_face(db, who, _int(values[0]))
+        click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
+    elif action == "split":
+        if not values:
+            raise click.UsageError("split FACE_ID...")
+        p = ops.split_faces(db, who, [_int(v) for v in values])
+        click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
+    elif action == "faces":
+        from faceatlas.library.thumbnails import face_thumbnail
 
-            folder = thumbnails or _thumbnail_dir(db.url)
-            for face_id, path in ops.person_faces(db, who):
-                click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
-        else:
-            for path in ops.person_photos(db, who):
-                click.echo(path)
-    except FaceAtlasError as exc:
-        _fail(exc)
+        folder = thumbnails or _thumbnail_dir(db.url)
+        for face_id, path in ops.person_faces(db, who):
+            click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
+    else:
+        for path in ops.person_photos(db, who):
+            click.echo(path)
 
 
 def _thumbnail_dir(url: str) -> Path:
@@ -301,10 +285,7 @@ def search(face_image: Path, library: str | None, pack: str, top: int, as_json: 
     from faceatlas.library.search import search_by_image
 
     db = _open(library)
-    try:
-        hits = search_by_image(db, _engine(pack, attributes=False), face_image, top=top)
-    except FaceAtlasError as exc:
-        _fail(exc)
+    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top)
     if as_json:
         click.echo(
             json.dumps(

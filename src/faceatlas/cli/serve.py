@@ -50,6 +50,8 @@ def serve(
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
     import uvicorn
 
+    from faceatlas.models.packs import get_pack
+    from faceatlas.models.store import model_dir, require_installed
     from faceatlas.storage.db import Database
 
     settings = Settings.from_env(
@@ -64,6 +66,8 @@ def serve(
         inference_threads=inference_threads,
         engine_threads=engine_threads,
     )
+    # refuse an unknown or missing pack here, in one line, before uvicorn starts and loads it
+    require_installed(get_pack(settings.pack), model_dir())
     # migrate once here, so that worker processes never race on the schema
     Database.open(settings.database_url).dispose()
     token, token_file = settings.resolve_admin_token()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +22,7 @@ def _store(database: str | None, data_dir: Path | None) -> ServiceStore:
     return ServiceStore(Database.open(settings.database_url))
 
 
-def _db_options(f):  # type: ignore[no-untyped-def]
+def _db_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),

@@ -170,7 +170,9 @@ def embed_images(
                 entries[names[i]] = (zero, False, 0, stamps[i])
                 continue
             engine.embed_faces(image, [faces[chosen]])
-            entries[names[i]] = (faces[chosen].embedding.astype(np.float32), True, len(faces), stamps[i])
+            vector = faces[chosen].embedding
+            assert vector is not None  # embed_faces just set it
+            entries[names[i]] = (vector.astype(np.float32), True, len(faces), stamps[i])
         if progress is not None:
             progress(len(chunk))
         if use_cache and (start // batch_size + 1) % SAVE_EVERY_BATCHES == 0:

@@ -190,7 +190,8 @@ class Landmarks106(_BoxCropModel):
         points = (points + 1) * (self.size // 2)
         # Back from crop to image pixels: invert the similarity transform.
         scale = matrices[:, 0, 0][:, None, None]
-        return ((points - matrices[:, None, :, 2]) / scale).astype(np.float32)
+        in_image: np.ndarray = ((points - matrices[:, None, :, 2]) / scale).astype(np.float32)
+        return in_image
 
 
 # A generic 3D face (millimetres, camera axes: x right, y down, z away from the camera) at the

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from faceatlas.errors import ModelNotInstalledError, UnknownPackError
 
@@ -138,7 +138,7 @@ _INSIGHTFACE_ATTRIBUTES = (
     ModelRef("insightface-2d106", (_2D106,), optional=True),
 )
 # buffalo_s and buffalo_sc share their recogniser (WebFace600K MobileFaceNet).
-_MOBILEFACENET = dict(
+_MOBILEFACENET: dict[str, Any] = dict(
     recognizer=ModelRef(
         "arcface",
         (

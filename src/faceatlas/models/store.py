@@ -102,10 +102,15 @@ def verify_pack(spec: PackSpec, root: Path) -> list[FileCheck]:
     return checks
 
 
+def require_installed(spec: PackSpec, root: Path) -> None:
+    """Raise :class:`ModelNotInstalledError` (saying how to get it) unless the pack can load."""
+    for file in spec.required_files:
+        source_path(spec, file, root)
+
+
 def is_installed(spec: PackSpec, root: Path) -> bool:
     try:
-        for file in spec.required_files:
-            source_path(spec, file, root)
+        require_installed(spec, root)
     except ModelNotInstalledError:
         return False
     return True
