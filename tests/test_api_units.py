@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import ApiError
-from faceatlas.api.images import decode_base64
-from faceatlas.api.params import parse_bool, parse_face_query, parse_int, parse_plugins
+from faceatlas.api.requests import decode_base64, parse_bool, parse_face_query, parse_int, parse_plugins
 from faceatlas.api.settings import Settings
 from faceatlas.api.state import is_uuid
 from faceatlas.cli.services import services

@@ -14,11 +14,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from faceatlas.api import admin
 from faceatlas.api.collections import Collections
 from faceatlas.api.errors import install_handlers
 from faceatlas.api.migration import Migration
-from faceatlas.api.routes import detection, misc, recognition, verification
+from faceatlas.api.routes import admin, detection, misc, recognition, verification
 from faceatlas.api.settings import Settings
 from faceatlas.api.state import ServerState
 from faceatlas.storage.db import Database

@@ -9,12 +9,12 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from faceatlas.api.blocking import run_blocking
 from faceatlas.api.errors import ApiError
-from faceatlas.api.images import read_json
+from faceatlas.api.requests import read_json
 from faceatlas.api.state import ServerState, get_state
 from faceatlas.storage.service_tables import SERVICE_TYPES
 from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError, ServiceRecord
@@ -43,7 +43,7 @@ def _not_found(exc: Exception) -> ApiError:
 
 @router.get("/services", summary="List face services")
 async def list_services(state: Admin) -> JSONResponse:
-    records = await anyio.to_thread.run_sync(state.store.list_services)
+    records = await run_blocking(state.store.list_services)
     return JSONResponse({"services": [r.to_dict() for r in records]})
 
 
@@ -58,9 +58,7 @@ async def create_service(request: Request, state: Admin) -> JSONResponse:
     if kind not in SERVICE_TYPES:
         raise ApiError(400, 26, f"type must be one of {', '.join(SERVICE_TYPES)}")
     try:
-        record = await anyio.to_thread.run_sync(
-            state.store.create_service, body["name"], kind, state.engine.pack.id
-        )
+        record = await run_blocking(state.store.create_service, body["name"], kind, state.engine.pack.id)
     except ServiceExistsError as exc:
         raise ApiError(400, 43, str(exc)) from None
     return JSONResponse(record.to_dict(), status_code=201)
@@ -69,7 +67,7 @@ async def create_service(request: Request, state: Admin) -> JSONResponse:
 async def _on_service(action: Callable[[str], ServiceRecord], service: str) -> ServiceRecord:
     """Run a store action on one service in the worker pool; an unknown service is a 404."""
     try:
-        return await anyio.to_thread.run_sync(action, service)
+        return await run_blocking(action, service)
     except ServiceNotFoundError as exc:
         raise _not_found(exc) from None
 
