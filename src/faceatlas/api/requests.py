@@ -39,6 +39,9 @@ from faceatlas.api.errors import (
 
 # ----------------------------------------------------------------------------- query parameters
 _TRUE = {"true", "1", "yes", "on", "y", "t"}
+# Spring binds int parameters to a Java int: anything outside fails to convert (and would overflow
+# an SQL OFFSET once multiplied by the page size)
+JAVA_INT_MIN, JAVA_INT_MAX = -(2**31), 2**31 - 1
 _FALSE = {"false", "0", "no", "off", "n", "f"}
 CALCULATOR = "calculator"
 
@@ -65,7 +68,7 @@ def parse_bool(params: Mapping[str, str], name: str, default: bool) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise validation(f"{name}: Failed to convert value '{value}' to boolean")
+    raise validation(f"{name}: Failed to convert value '{value[:40]}' to boolean")
 
 
 def parse_int(params: Mapping[str, str], name: str, default: int, *, minimum: int | None = None) -> int:
@@ -75,7 +78,9 @@ def parse_int(params: Mapping[str, str], name: str, default: int, *, minimum: in
     try:
         number = int(value)
     except ValueError:
-        raise validation(f"{name}: Failed to convert value '{value}' to int") from None
+        number = JAVA_INT_MAX + 1
+    if not JAVA_INT_MIN <= number <= JAVA_INT_MAX:
+        raise validation(f"{name}: Failed to convert value '{value[:40]}' to int")
     if minimum is not None and number < minimum:
         raise validation(f"{name}: must be greater than or equal to {minimum}")
     return number
@@ -88,7 +93,7 @@ def parse_float(params: Mapping[str, str], name: str) -> float | None:
     try:
         return float(value)
     except ValueError:
-        raise validation(f"{name}: Failed to convert value '{value}' to double") from None
+        raise validation(f"{name}: Failed to convert value '{value[:40]}' to double") from None
 
 
 def parse_plugins(params: Mapping[str, str], available: Iterable[str]) -> tuple[str, ...]:
@@ -139,9 +144,27 @@ def parse_face_query(params: Mapping[str, str], plugins_available: Iterable[str]
     )
 
 
-# ----------------------------------------------------------------------------- subject names
+# ----------------------------------------------------------------------------- names
 _SUBJECT_PATTERN = re.compile(r"^[^;/\\]+$")
-MAX_SUBJECT = 255  # database column size; CompreFace's subject_name is varchar(255) too
+MAX_NAME = 255  # database column size; CompreFace's subject_name is varchar(255) too
+MAX_SUBJECT = MAX_NAME
+
+
+def check_name(value: str, field: str) -> str:
+    """A name the database can hold on every backend: PostgreSQL refuses NUL characters and
+    varchar(255) overflows, SQLite would store both, so both are refused here (code 26).
+    Subjects are also stored lower-cased, which can make them longer ('İ' becomes two characters)."""
+    if "\x00" in value:
+        raise validation(f"{field}: must not contain NUL characters")
+    if len(value) > MAX_NAME or len(value.lower()) > MAX_NAME:
+        raise validation(f"{field}: size must be between 1 and {MAX_NAME}")
+    return value
+
+
+def subject_filter(params: Mapping[str, str]) -> str | None:
+    """The optional ``subject`` filter of list and delete (blank: no filter)."""
+    subject = (params.get("subject") or "").strip()
+    return check_name(subject, "subject") if subject else None
 
 
 def check_subject_body(value: Any, field: str = "subject") -> str:
@@ -154,7 +177,7 @@ def check_subject_body(value: Any, field: str = "subject") -> str:
         raise validation(f"{field}: size must be between 1 and 50")
     if not _SUBJECT_PATTERN.match(value):
         raise subject_pattern(value)
-    return value
+    return check_name(value, field)
 
 
 # ----------------------------------------------------------------------------- JSON and image bodies
@@ -198,6 +221,8 @@ async def read_json(request: Request, max_body: int) -> Any:
         return json.loads(body or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise something_went_wrong("The request body is not valid JSON") from None
+    except RecursionError:  # thousands of nested arrays: deeper than the parser's stack
+        raise something_went_wrong("The request body is nested too deeply") from None
 
 
 async def read_upload(upload: UploadFile, max_size: int) -> bytes:
@@ -228,6 +253,8 @@ async def read_images(request: Request, parts: tuple[str, ...], max_size: int, m
         raise too_large(max_body)
     try:
         form = await request.form(max_files=len(parts) + 8, max_fields=64)
+    except ApiError:  # the body passed the limit while streaming
+        raise
     except Exception:  # malformed multipart or no body at all: the part is simply missing
         raise missing_part(parts[0]) from None
     out = []
@@ -253,9 +280,12 @@ def vectors(value: Any, field: str, dim: int, pack: str) -> np.ndarray:
                 0,
                 f"Embeddings in {field} must have {dim} values (model pack {pack}), not {len(row)}",
             )
+        # exact types: a bool is an int to Python, and a nested list would make a 3-d array
+        if not all(type(v) in (int, float) for v in row):
+            raise ApiError(400, 0, f"Field {field} must hold numbers only")
     try:
         array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, 0, f"Field {field} must hold numbers only") from None
     if not np.all(np.isfinite(array)) or np.any(np.linalg.norm(array, axis=1) == 0):
         raise ApiError(400, 0, f"Embeddings in {field} must be finite and non-zero")

@@ -9,6 +9,7 @@ from faceatlas.api.blocking import run_blocking
 from faceatlas.api.errors import MIGRATION_RUNNING
 from faceatlas.api.requests import parse_bool, query
 from faceatlas.api.responses import IMAGE_HEADERS
+from faceatlas.api.routes.admin import Admin
 from faceatlas.api.state import State, is_uuid
 
 router = APIRouter(tags=["misc"])
@@ -44,9 +45,10 @@ async def consistence(state: State) -> JSONResponse:
     )
 
 
-@router.post("/api/v1/migrate", summary="Re-embed stored images made by another model pack")
-async def migrate(request: Request, state: State) -> PlainTextResponse:
-    # beyond CompreFace: ?all=true re-embeds every stored image, not only other packs' ones
+@router.post("/api/v1/migrate", summary="Re-embed stored images made by another model pack (admin token)")
+async def migrate(request: Request, state: Admin) -> PlainTextResponse:
+    # CompreFace needs no key here; we do: a run blocks every write for as long as it takes.
+    # Beyond CompreFace: ?all=true re-embeds every stored image, not only other packs' ones
     if not state.migration.start(everything=parse_bool(query(request), "all", False)):
         raise MIGRATION_RUNNING
     return PlainTextResponse("Migration started")

@@ -23,7 +23,7 @@ from faceatlas.api.errors import (
     validation,
 )
 from faceatlas.api.requests import (
-    MAX_SUBJECT,
+    check_name,
     check_subject_body,
     parse_bool,
     parse_face_query,
@@ -32,6 +32,7 @@ from faceatlas.api.requests import (
     query,
     read_images,
     read_json,
+    subject_filter,
     vectors,
 )
 from faceatlas.api.responses import IMAGE_HEADERS, face_json, plugins_versions, similarity
@@ -90,8 +91,7 @@ async def add_face(request: Request, state: State, service: RecognitionService) 
         raise missing_parameter("subject")
     if not subject.strip():
         raise validation("subject: must not be blank")
-    if len(subject) > MAX_SUBJECT:
-        raise validation(f"subject: size must be between 1 and {MAX_SUBJECT}")
+    check_name(subject, "subject")
     guard_writes(state)
     options = parse_face_query(
         {k: v for k, v in params.items() if k in ("det_prob_threshold", "detect_faces")}, ()
@@ -119,7 +119,7 @@ async def list_faces(request: Request, state: State, service: RecognitionService
     size = parse_int(params, "size", 20)
     if size < 1:
         size = 20
-    subject = (params.get("subject") or "").strip() or None
+    subject = subject_filter(params)
     faces, total = await run_blocking(state.store.list_faces, service.id, page, size, subject)
     return JSONResponse(
         {
@@ -135,7 +135,7 @@ async def list_faces(request: Request, state: State, service: RecognitionService
 @router.delete("/faces", summary="Delete every face of `subject` (all faces without it)")
 async def delete_faces(request: Request, state: State, service: RecognitionService) -> JSONResponse:
     guard_writes(state)
-    subject = (query(request).get("subject") or "").strip() or None
+    subject = subject_filter(query(request))
     deleted = await run_blocking(state.store.delete_subject_faces, service.id, subject)
     await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"deleted": deleted})
@@ -217,13 +217,16 @@ async def list_subjects(state: State, service: RecognitionService) -> JSONRespon
     return JSONResponse({"subjects": await run_blocking(state.store.list_subjects, service.id)})
 
 
-@router.put("/subjects/{subject}", summary="Rename a subject (onto an existing one: merge)")
+# ``:path``: subjects added through ``POST /faces?subject=a/b`` (allowed there, as in CompreFace) must
+# stay reachable for renaming and deleting
+@router.put("/subjects/{subject:path}", summary="Rename a subject (onto an existing one: merge)")
 async def rename_subject(
     subject: str, request: Request, state: State, service: RecognitionService
 ) -> JSONResponse:
     body = await read_json(request, state.settings.max_body_size)
     new = body.get("subject") if isinstance(body, dict) else None
     new = "" if new is None or (isinstance(new, str) and not new.strip()) else check_subject_body(new)
+    check_name(subject, "subject")
     try:
         updated = await run_blocking(state.store.rename_subject, service.id, subject, new)
     except SubjectNotFoundError:
@@ -232,8 +235,9 @@ async def rename_subject(
     return JSONResponse({"updated": updated})
 
 
-@router.delete("/subjects/{subject}", summary="Delete a subject and its faces")
+@router.delete("/subjects/{subject:path}", summary="Delete a subject and its faces")
 async def delete_subject(subject: str, state: State, service: RecognitionService) -> JSONResponse:
+    check_name(subject, "subject")
     if not await run_blocking(state.store.delete_subject, service.id, subject):
         raise subject_not_found(subject)
     await run_blocking(state.collections.after_write, service.id)
