@@ -487,6 +487,9 @@ class GatedEngine:
         self.entered = threading.Event()
         self.gate = threading.Event()
 
+    def __getattr__(self, name: str) -> object:  # everything else (decode_size, ...) is the engine's
+        return getattr(self._engine, name)
+
     def analyze(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.entered.set()
         self.gate.wait(60)

@@ -33,6 +33,9 @@ class Settings:
     keep_images: bool = True
     max_file_size: int = 5 * MB  # CompreFace: max_file_size=5MB
     max_body_size: int = 10 * MB  # CompreFace: max_request_size=10M
+    # bytes of decoding working memory shared by all requests of a process (faceatlas.images
+    # DecodeBudget): one image may use three quarters, the last quarter stays for small images
+    decode_memory: int = 512 * MB
     inference_threads: int = 0  # concurrent engine calls; 0: number of CPU cores
     # ONNX Runtime threads per engine call (0: the engine's default). One: requests already run in
     # parallel (inference_threads), and multi-threaded calls spin on a busy CPU (measured 3x slower)

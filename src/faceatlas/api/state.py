@@ -15,6 +15,7 @@ from fastapi import Depends, Header, Request
 from faceatlas.api.collections import Collections
 from faceatlas.api.errors import API_KEY_NOT_UUID, MISSING_API_KEY, WRITES_DURING_MIGRATION, service_not_found
 from faceatlas.api.settings import Settings
+from faceatlas.images import DecodeBudget
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceRecord, ServiceStore
 
@@ -46,6 +47,7 @@ class ServerState:
     store: ServiceStore
     collections: Collections
     limiter: anyio.CapacityLimiter
+    decode_budget: DecodeBudget
     migration: Any = None  # faceatlas.api.migration.Migration
     admin_token: str = ""
     _keys: dict[str, tuple[ServiceRecord | None, float]] = field(default_factory=dict)
