@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from faceatlas.api.errors import ApiError, error_response
@@ -113,6 +114,8 @@ class CatchUnexpected:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # the client left (or missed its body deadline): nobody to answer
         except Exception as exc:
             # CompreFace answers anything unforeseen with 400 code 0; the traceback goes to the log
             log.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
