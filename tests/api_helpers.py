@@ -48,8 +48,16 @@ def faceatlas_cli(*args: str, **env: str) -> str:
 class LiveServer:
     """``faceatlas serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, data_dir: Path, *, database: str | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database: str | None = None,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.env = {"FACEATLAS_ADMIN_TOKEN": "test-admin-token", **(env or {})}
         self.database = database
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,7 +81,7 @@ class LiveServer:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [*command, *self.extra],
-                env=subprocess_env(FACEATLAS_ADMIN_TOKEN="test-admin-token"),
+                env=subprocess_env(**self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from faceatlas.api import admin
 from faceatlas.api.collections import Collections
 from faceatlas.api.errors import install_handlers
+from faceatlas.api.middleware import ApiOnlyCors, BodyLimit, CatchUnexpected, ConcurrencyLimit
 from faceatlas.api.migration import Migration
-from faceatlas.api.routes import detection, misc, recognition, verification
+from faceatlas.api.routes import admin, detection, misc, recognition, verification
 from faceatlas.api.settings import Settings
 from faceatlas.api.state import ServerState
+from faceatlas.images import DecodeBudget
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceStore
 
@@ -63,6 +63,7 @@ def build_state(settings: Settings, engine: Engine | None = None, db: Database |
         store=store,
         collections=Collections(store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval),
         limiter=anyio.CapacityLimiter(settings.inference_limit),
+        decode_budget=DecodeBudget(settings.decode_memory),
     )
     state.migration = Migration(state)
     state.admin_token = settings.resolve_admin_token()[0]
@@ -101,9 +102,11 @@ def create_app(
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
-    app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["*"]
-    )
+    # add_middleware wraps: the last one added is the outermost (see faceatlas.api.middleware)
+    app.add_middleware(CatchUnexpected)
+    app.add_middleware(BodyLimit, limit=settings.max_body_size)
+    app.add_middleware(ConcurrencyLimit, limit=settings.limit_concurrency)
+    app.add_middleware(ApiOnlyCors)
     install_handlers(app)
     for router in (recognition.router, detection.router, verification.router, misc.router, admin.router):
         app.include_router(router)

@@ -7,14 +7,15 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
-from fastapi import Request
+from fastapi import Depends, Header, Request
 
 from faceatlas.api.collections import Collections
-from faceatlas.api.errors import API_KEY_NOT_UUID, MISSING_API_KEY, service_not_found
+from faceatlas.api.errors import API_KEY_NOT_UUID, MISSING_API_KEY, WRITES_DURING_MIGRATION, service_not_found
 from faceatlas.api.settings import Settings
+from faceatlas.images import DecodeBudget
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceRecord, ServiceStore
 
@@ -46,6 +47,7 @@ class ServerState:
     store: ServiceStore
     collections: Collections
     limiter: anyio.CapacityLimiter
+    decode_budget: DecodeBudget
     migration: Any = None  # faceatlas.api.migration.Migration
     admin_token: str = ""
     _keys: dict[str, tuple[ServiceRecord | None, float]] = field(default_factory=dict)
@@ -84,3 +86,30 @@ def authenticate(state: ServerState, api_key: str | None, kind: str) -> ServiceR
     if record is None or record.type != kind:
         raise service_not_found(kind, api_key)
     return record
+
+
+def guard_writes(state: ServerState) -> None:
+    if state.migration is not None and state.migration.running:
+        raise WRITES_DURING_MIGRATION
+
+
+# FastAPI dependencies of the routers: the state, and the service of the x-api-key per URL prefix
+State = Annotated[ServerState, Depends(get_state)]
+ApiKey = Annotated[str | None, Header(alias="x-api-key")]
+
+
+def recognition_service(state: State, x_api_key: ApiKey = None) -> ServiceRecord:
+    return authenticate(state, x_api_key, "recognition")
+
+
+def detection_service(state: State, x_api_key: ApiKey = None) -> ServiceRecord:
+    return authenticate(state, x_api_key, "detection")
+
+
+def verification_service(state: State, x_api_key: ApiKey = None) -> ServiceRecord:
+    return authenticate(state, x_api_key, "verification")
+
+
+RecognitionService = Annotated[ServiceRecord, Depends(recognition_service)]
+DetectionService = Annotated[ServiceRecord, Depends(detection_service)]
+VerificationService = Annotated[ServiceRecord, Depends(verification_service)]

@@ -7,6 +7,7 @@ without loading ONNX Runtime, OpenCV or the web stack.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import click
@@ -54,6 +55,8 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="faceatlas")
 def cli() -> None:
     """faceatlas: face recognition service and photo-library face pipeline."""
+    # everything faceatlas writes (databases, kept images, thumbnails, caches) shows faces: private
+    os.umask(0o077)
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -33,6 +32,13 @@ from faceatlas.api.settings import MB, Settings
     default=None,
     help="ONNX Runtime threads per engine call (default 1; 0: cores).",
 )
+@click.option(
+    "--header-timeout", type=float, default=None, help="Seconds for a request's headers (default 10)."
+)
+@click.option("--body-timeout", type=float, default=None, help="Seconds for a request's body (default 60).")
+@click.option(
+    "--keep-alive-timeout", type=float, default=None, help="Idle seconds between requests (default 5)."
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -45,14 +51,15 @@ def serve(
     max_file_size: float | None,
     inference_threads: int | None,
     engine_threads: int | None,
+    header_timeout: float | None,
+    body_timeout: float | None,
+    keep_alive_timeout: float | None,
     log_level: str,
 ) -> None:
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
-    import uvicorn
-
     from faceatlas.models.packs import get_pack
     from faceatlas.models.store import model_dir, require_installed
-    from faceatlas.storage.db import Database
+    from faceatlas.storage.db import Database, make_private_dir
 
     settings = Settings.from_env(
         host=host,
@@ -65,9 +72,13 @@ def serve(
         max_file_size=int(max_file_size * MB) if max_file_size else None,
         inference_threads=inference_threads,
         engine_threads=engine_threads,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive_timeout=keep_alive_timeout,
     )
-    # refuse an unknown or missing pack here, in one line, before uvicorn starts and loads it
+    # refuse an unknown or missing pack here, in one line, before the server starts and loads it
     require_installed(get_pack(settings.pack), model_dir())
+    make_private_dir(Path(settings.data_dir))  # the SQLite database, kept images, the admin token
     # migrate once here, so that worker processes never race on the schema
     Database.open(settings.database_url).dispose()
     token, token_file = settings.resolve_admin_token()
@@ -84,28 +95,9 @@ def serve(
     else:
         click.echo("  admin token for /admin/...: FACEATLAS_ADMIN_TOKEN")
     del token
-    if settings.workers > 1:
-        # worker processes rebuild the settings from the environment
-        os.environ.update(settings.to_env())
-        uvicorn.run(
-            "faceatlas.api.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=log_level,
-            limit_concurrency=settings.limit_concurrency,
-        )
-    else:
-        from faceatlas.api.app import create_app
+    from faceatlas.api.server import run_server
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level,
-            limit_concurrency=settings.limit_concurrency,
-        )
+    run_server(settings, log_level=log_level)
 
 
 def _safe(url: str) -> str:

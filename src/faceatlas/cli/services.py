@@ -64,7 +64,7 @@ def create(
     if as_json:
         click.echo(json.dumps(record.to_dict()))
     else:
-        click.echo(f"created {record.type} service {record.name!r}; API key (x-api-key):")
+        click.echo(f"created {record.type} service {record.name!r}; API key (x-api-key, shown only now):")
         click.echo(record.api_key)
 
 
@@ -72,20 +72,20 @@ def create(
 @click.option("--json", "as_json", is_flag=True)
 @_db_options
 def list_(as_json: bool, database: str | None, data_dir: Path | None) -> None:
-    """List services with their keys."""
+    """List services (a key is shown in full only by create and rotate-key; here its last characters)."""
     records = _store(database, data_dir).list_services()
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records]))
         return
     for r in records:
-        click.echo(f"{r.id:>4}  {r.name:<24} {r.type:<13} {r.api_key}  {r.pack}")
+        click.echo(f"{r.id:>4}  {r.name:<24} {r.type:<13} ...{r.key_hint}  {r.pack}")
 
 
 @services.command("rotate-key")
 @click.argument("service")
 @_db_options
 def rotate_key(service: str, database: str | None, data_dir: Path | None) -> None:
-    """Give SERVICE (name or id) a new API key and print it; the old key stops working."""
+    """Give SERVICE (name or id) a new API key and print it (only now); the old key stops working."""
     try:
         record = _store(database, data_dir).rotate_key(service)
     except ServiceNotFoundError as exc:
