@@ -438,3 +438,34 @@ def test_offline_docs(site):
     paths = client.get("/openapi.json").json()["paths"]
     assert "/api/library/v1/libraries/{library}/people" in paths
     assert "/api/v1/recognition/recognize" in paths
+
+
+def test_pages_render_for_the_owner_only(site):
+    client: TestClient = site["client"]
+    client.cookies.clear()
+    pid = owner_of(site["db"], "Tony_Blair")
+    photo = get(site, f"{API}/photos").json()["photos"][0]["id"]
+    pages = [
+        "/l/default/people",
+        "/l/default/people?show=unnamed&sort=name&q=a",
+        f"/l/default/people/{pid}",
+        "/l/default/review",
+        "/l/default/photos",
+        f"/l/default/photos?person={pid}&sort=path&offset=48",
+        f"/l/default/photos/{photo}",
+        "/l/default/search",
+        "/l/default/library",
+    ]
+    for page in pages:
+        assert client.get(page, follow_redirects=False).status_code == 303, page
+    client.post("/login", data={"secret": TOKEN})
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, (page, response.text[:500])
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+        assert response.headers["cache-control"] == "no-store"
+        assert "http://" not in response.text and "https://" not in response.text, page
+    assert client.get("/l/nope/people").status_code == 404
+    assert client.get("/l/default/people/99999").status_code == 404
+    assert client.get("/l/default/photos/99999").status_code == 404
+    client.cookies.clear()
