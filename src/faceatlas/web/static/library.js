@@ -21,6 +21,7 @@ function showJob(job) {
   if (!job) return;
   section.hidden = false;
   section.dataset.state = job.state;
+  section.dataset.job = job.id;
   document.getElementById("job-state").textContent = job.state;
   document.getElementById("job-progress").value = job.percent;
   document.getElementById("job-percent").textContent = job.percent.toFixed(job.percent === 100 ? 0 : 1);
