@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
 # settings; the server app mounts the web app through one call.
 FRONT_END_EDGES = {
     ("cli", "api"): {"faceatlas.cli.serve", "faceatlas.cli.services"},
+    ("cli", "web"): {"faceatlas.cli.serve", "faceatlas.cli.web"},
     ("api", "web"): {"faceatlas.api.app"},
 }
 
