@@ -8,12 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from faceatlas.face import DetectedFace
+from faceatlas.library.clustering import ClusterOptions, cluster_library
 from faceatlas.library.people import (
-    ClusterOptions,
     DecisionError,
     FaceNotFoundError,
     PersonNotFoundError,
-    cluster_library,
     list_people,
     merge_people,
     remove_face,
