@@ -189,7 +189,7 @@ def cluster_library(
         changed = np.flatnonzero((people != faces.person_ids) & ~is_user)
         _store(session, faces, people, changed)
         report.unassigned = int((people < 0).sum())
-        report.removed_people = _drop_empty_people(session)
+        report.removed_people = drop_empty_people(session)
         report.people = int(
             session.scalar(select(func.count()).select_from(Person).where(Person.merged_into.is_(None)))
         )
@@ -311,13 +311,20 @@ def _store(session: Session, faces: FaceSet, people: np.ndarray, changed: np.nda
             session.execute(update(Face).where(Face.id.in_(chunk)).values(**values))
 
 
-def _drop_empty_people(session: Session) -> int:
-    """Delete unnamed people that lost all their faces and that no decision refers to."""
+def drop_empty_people(session: Session) -> int:
+    """Delete unnamed people that lost all their faces.
+
+    Kept: people another person was merged into and people a person-level decision (merge, hide,
+    ...) refers to. Face-level decisions ("not this person", manual assignments) do not keep an
+    empty person alive: their faces are gone (pruned photos) or elsewhere, and they go with it.
+    """
     has_faces = select(Face.person_id).where(Face.person_id.is_not(None)).distinct()
+    face_level = ("reject", "assign")
     in_decisions = (
         select(Decision.person_id)
-        .where(Decision.person_id.is_not(None))
+        .where(Decision.person_id.is_not(None), Decision.kind.not_in(face_level))
         .union(select(Decision.other_person_id).where(Decision.other_person_id.is_not(None)))
+        .union(select(Person.merged_into).where(Person.merged_into.is_not(None)))
     )
     empty = select(Person.id).where(
         Person.name.is_(None),

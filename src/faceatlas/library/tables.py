@@ -92,6 +92,8 @@ class Face(Base):
     roll: Mapped[float | None] = mapped_column(Float)
     person_id: Mapped[int | None] = mapped_column(ForeignKey("library_people.id", ondelete="SET NULL"))
     source: Mapped[str | None] = mapped_column(String(8))
+    #: faceatlas.quality score in [0, 1] (NULL for faces indexed before it existed: treated as passing).
+    quality: Mapped[float | None] = mapped_column(Float)
 
     @property
     def box(self) -> tuple[float, float, float, float]:
