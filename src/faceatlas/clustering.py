@@ -175,6 +175,18 @@ def _top_k_into(block: np.ndarray, k: int, floor: float, out_idx: np.ndarray, ou
     out_sim[:] = np.where(valid, top_sims, -np.inf)
 
 
+def group_sums(vectors: np.ndarray, index: np.ndarray, count: int) -> np.ndarray:
+    """(count, d) float64 sums of the rows of ``vectors`` per group ``index`` (reduceat: add.at is slow)."""
+    out = np.zeros((count, vectors.shape[1]), np.float64)
+    if vectors.shape[0] == 0:
+        return out
+    order = np.argsort(index, kind="stable")
+    sorted_index = index[order]
+    starts = np.flatnonzero(np.r_[True, sorted_index[1:] != sorted_index[:-1]])
+    out[sorted_index[starts]] = np.add.reduceat(vectors[order].astype(np.float64), starts, axis=0)
+    return out
+
+
 def cannot_link_mask(photo_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs ``(i, j)``, ``i != j``, of faces that share a photo."""
     ids = np.asarray(photo_ids)
@@ -473,8 +485,7 @@ def assign_to_people(
     candidates = np.flatnonzero(enough & clear)
     if candidates.size:
         slot = np.searchsorted(person_ids, best_label[candidates])
-        sums = np.zeros((person_ids.size, r.shape[1]), np.float64)
-        np.add.at(sums, np.searchsorted(person_ids, ref_labels), r)
+        sums = group_sums(r, np.searchsorted(person_ids, ref_labels), person_ids.size)
         mean_sim = np.einsum("ij,ij->i", q[candidates], sums[slot]) / sizes[slot]
         needed = threshold if average_threshold is None else average_threshold
         accepted = candidates[mean_sim >= needed]
@@ -527,6 +538,7 @@ def cluster_incremental(
     margin: float = 0.05,
     average_threshold: float | None = None,
     forbidden: dict[int, set[int]] | None = None,
+    new: np.ndarray | None = None,
 ) -> IncrementalResult:
     """One clustering run over a library's faces: keep ``labels >= 0``, place the rest.
 
@@ -537,7 +549,10 @@ def cluster_incremental(
        become new people.
 
     ``eligible`` (default all) marks faces allowed to join or found people (the quality gate);
-    ``forbidden`` maps a face row to labels it must not get. Runs in ``O(n·k)`` memory.
+    ``forbidden`` maps a face row to labels it must not get. ``new`` marks the faces added since the
+    last run: unlabelled faces that are not new already failed to form a person among themselves,
+    so step 2 then only clusters the new faces and the old unlabelled faces within two links of
+    them, and a run costs in proportion to the new faces. Runs in ``O(n·k)`` memory.
     """
     x = normalize_rows(embeddings)
     n = x.shape[0]
@@ -572,6 +587,8 @@ def cluster_incremental(
         result.joined_existing += int(joined.sum())
 
     rest = np.flatnonzero((labels < 0) & ok)
+    if new is not None:
+        rest = _near_new_faces(x, rest, np.asarray(new, dtype=bool), threshold, k)
     if rest.size < max(min_faces, 1):
         return result
     groups = cluster_faces(
@@ -597,6 +614,25 @@ def cluster_incremental(
     return result
 
 
+def _near_new_faces(x: np.ndarray, rest: np.ndarray, new: np.ndarray, threshold: float, k: int) -> np.ndarray:
+    """The new faces of ``rest`` and the old ones of ``rest`` within two links (>= threshold) of them."""
+    seeds = rest[new[rest]]
+    old = rest[~new[rest]]
+    if seeds.size == 0 or old.size == 0:
+        return seeds
+    chosen = np.zeros(x.shape[0], dtype=bool)
+    chosen[seeds] = True
+    frontier = seeds
+    for _hop in range(2):
+        graph = knn_graph(x[frontier], x[old], k=k, floor=threshold)
+        reached = old[np.unique(graph.indices[graph.indices >= 0])]
+        frontier = reached[~chosen[reached]]
+        chosen[frontier] = True
+        if frontier.size == 0:
+            break
+    return np.flatnonzero(chosen)
+
+
 def _match_groups(
     x: np.ndarray,
     labels: np.ndarray,
@@ -614,13 +650,11 @@ def _match_groups(
     if existing.size == 0:
         return target
     person_ids, person_index = np.unique(labels[existing], return_inverse=True)
-    person_sums = np.zeros((person_ids.size, x.shape[1]), np.float64)
-    np.add.at(person_sums, person_index, x[existing])
+    person_sums = group_sums(x[existing], person_index, person_ids.size)
     person_means = person_sums / np.bincount(person_index)[:, None]
     member = groups >= 0
-    group_sums = np.zeros((count, x.shape[1]), np.float64)
-    np.add.at(group_sums, groups[member], x[rest[member]])
-    group_means = group_sums / np.bincount(groups[member], minlength=count)[:, None]
+    sums = group_sums(x[rest[member]], groups[member], count)
+    group_means = sums / np.maximum(np.bincount(groups[member], minlength=count), 1)[:, None]
     graph = knn_graph(group_means, person_means, k=min(2, person_ids.size), floor=threshold - margin)
     person_photos: dict[int, set[int]] = {}
     for face, person in zip(existing, labels[existing], strict=True):
