@@ -220,7 +220,7 @@ class _Groups:
         self.size = np.ones(n, dtype=np.int64)
         self.photo_ids = photo_ids
         self.photos: dict[int, dict[int, int]] = {}  # root -> photo id -> face index
-        self.neighbours: dict[int, set[int]] = {}
+        self.members: dict[int, list[int]] = {}  # root -> faces (absent: just the root)
 
     def root(self, i: int) -> int:
         parent = self.parent
@@ -249,20 +249,26 @@ class _Groups:
             pa, pb = pb, pa
         return [face for photo, face in pb.items() if photo in pa]
 
-    def detach(self, face: int, r: int) -> None:
-        """Take one face out of group ``r`` (which stays rooted at ``r``; ``face`` must not be the root)."""
-        self.sums[r] = self.vector_sum(r) - self.x[face]
-        self.size[r] -= 1
+    def detach(self, face: int, r: int) -> int:
+        """Take ``face`` out of group ``r``; returns the root of what remains of the group."""
+        members = [m for m in self.members.pop(r, [r]) if m != face]
+        new_root = members[0]
+        total = self.vector_sum(r) - self.x[face]
         photos = dict(self.photo_map(r))
         photos.pop(int(self.photo_ids[face]), None)
-        self.photos[r] = photos
-        # The detached face becomes a root of its own; faces below it in the tree re-point to r.
-        below = np.flatnonzero(self.parent == face)
-        self.parent[below] = r
+        for store in (self.sums, self.photos):
+            store.pop(r, None)
+        self.parent[members] = new_root
+        self.sums[new_root] = total
+        self.photos[new_root] = photos
+        self.size[new_root] = len(members)
+        self.members[new_root] = members
         self.parent[face] = face
         self.size[face] = 1
         self.sums.pop(face, None)
         self.photos.pop(face, None)
+        self.members.pop(face, None)
+        return new_root
 
     def merge(self, a: int, b: int) -> int:
         if self.size[a] < self.size[b]:
@@ -275,6 +281,9 @@ class _Groups:
         self.photos[a] = photos
         self.sums.pop(b, None)
         self.photos.pop(b, None)
+        members = self.members.pop(a, [a])
+        members.extend(self.members.pop(b, [b]))
+        self.members[a] = members
         return a
 
 
@@ -344,14 +353,15 @@ def _run_heap(
             continue
         conflicts = groups.conflicts(ra, rb)
         if conflicts:
-            small = ra if groups.size[ra] < groups.size[rb] else rb
-            if len(conflicts) > 1 or groups.size[small] < 3 or small in conflicts:
+            small, big = (ra, rb) if groups.size[ra] < groups.size[rb] else (rb, ra)
+            if len(conflicts) > 1 or groups.size[small] < 2:
                 blocked.add(key)
                 continue
-            groups.detach(conflicts[0], small)
-            if groups.average(ra, rb) < threshold:
-                blocked.add(key)
+            rest = groups.detach(conflicts[0], small)
+            if groups.average(rest, big) < threshold:
+                blocked.add((min(rest, big), max(rest, big)))
                 continue
+            ra, rb = rest, big
         groups.merge(ra, rb)
         merges += 1
     return merges
@@ -481,7 +491,8 @@ def assign_to_people(
     enough = (best_label >= 0) & (best_votes >= np.minimum(min_votes, size_of))
     best_sim = np.where(valid & (labels == best_label[:, None]), sims, -np.inf).max(axis=1)
     runner_up = np.where(valid & (labels != best_label[:, None]), sims, -np.inf).max(axis=1)
-    clear = np.isfinite(best_sim) & (~np.isfinite(runner_up) | (best_sim - runner_up >= margin))
+    gap = np.where(np.isfinite(runner_up), best_sim - np.where(np.isfinite(runner_up), runner_up, 0), np.inf)
+    clear = np.isfinite(best_sim) & (gap >= margin)
     candidates = np.flatnonzero(enough & clear)
     if candidates.size:
         slot = np.searchsorted(person_ids, best_label[candidates])
@@ -602,6 +613,8 @@ def cluster_incremental(
     for group in range(int(groups.max()) + 1):
         members = rest[groups == group]
         person = int(target[group])
+        if person >= 0 and any(person in forbidden.get(int(face), ()) for face in members):
+            person = -1  # the user said (some of) these faces are not that person: a person of their own
         if person < 0:
             person, next_label = next_label, next_label + 1
             result.new_people += 1

@@ -1,39 +1,66 @@
 """Grouping a library's faces into people (incremental clustering) within the user's decisions.
 
-Rules a clustering run follows:
+Rules a clustering run follows (the algorithm is :func:`faceatlas.clustering.cluster_incremental`):
 
 * only faces of one pack are compared (embeddings of different packs are never mixed);
-* faces smaller than ``min_face_size`` or with a detection score below ``min_score`` stay unassigned;
-* a face assigned by the user (``source == "user"``) is never moved;
+* faces smaller than ``min_face_size``, with a detection score below ``min_score`` or a quality
+  below ``min_quality`` never create or join a person automatically (they can be assigned by hand);
+* a person is earned: a new person needs ``min_faces`` mutually consistent faces;
+* a face assigned by the user (``source == "user"``) is never moved, and votes for its person;
 * a face is never given to a person the user said it is not (a ``reject`` decision);
 * two faces of one photo never belong to the same person;
-* existing people keep their ids: new faces join them by a k-NN vote, and ``rebuild`` maps every new
-  cluster back to the person most of its faces belonged to (so renames and merges survive).
+* the same-person threshold is the pack's calibrated 1:1 threshold corrected for the number of
+  faces compared (``docs/clustering.md``);
+* existing people keep their ids: new faces join them by a k-NN vote with a margin, and
+  ``rebuild`` maps every new cluster back to the person most of its faces belonged to (so names,
+  merges, hidden people and splits survive);
+* a face that a run looked at and left unassigned is marked ``seen``: the next run clusters only
+  the new faces and their neighbourhood, so it costs in proportion to the new faces.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, union, update
 from sqlalchemy.orm import Session
 
-from faceatlas.clustering import cluster_faces
-from faceatlas.library.tables import SOURCE_AUTO, SOURCE_USER, Decision, Face, Person
+from faceatlas.clustering import (
+    DEFAULT_K,
+    cluster_incremental,
+    impostor_spread,
+    one_to_n_threshold,
+)
+from faceatlas.library.tables import SOURCE_AUTO, SOURCE_SEEN, SOURCE_USER, Decision, Face, Person
 from faceatlas.storage import Database
 from faceatlas.vectors import normalize_rows
+
+#: FAR of the packs' calibrated thresholds (``faceatlas eval lfw --far`` default).
+CALIBRATION_FAR = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterOptions:
-    threshold: float  # cosine similarity for "same person" (the pack's calibrated threshold)
+    threshold: float  # cosine similarity for "same person" in a 1:1 decision (the pack's calibration)
     min_face_size: float = 24.0  # pixels, shorter box side in the original photo
     min_score: float = 0.0
-    knn: int = 10
+    min_quality: float = 0.0  # faceatlas.quality gate
+    min_faces: int = 3  # a new person needs this many mutually consistent faces
+    knn: int = DEFAULT_K
     min_votes: int = 3
-    min_cluster_size: int = 2
+    margin: float = 0.05  # a joined person must beat the next-best person by this cosine
+    #: Correct ``threshold`` for the number of faces compared (False: use it as given).
+    correct_for_faces: bool = True
+    far: float = CALIBRATION_FAR
+
+    @classmethod
+    def for_pack(cls, pack: str, **overrides: Any) -> ClusterOptions:
+        from faceatlas.models.packs import get_pack
+
+        return cls(threshold=get_pack(pack).calibration().threshold, **overrides)
 
 
 @dataclass(slots=True)
@@ -46,6 +73,7 @@ class ClusterReport:
     unassigned: int = 0
     people: int = 0
     removed_people: int = 0
+    threshold: float = 0.0  # the corrected threshold the run used
     details: dict = field(default_factory=dict)
 
 
@@ -72,6 +100,7 @@ def load_faces(session: Session, pack: str, options: ClusterOptions | None = Non
             Face.x_max - Face.x_min,
             Face.y_max - Face.y_min,
             Face.score,
+            Face.quality,
         )
         .where(Face.pack == pack, Face.embedding.is_not(None))
         .order_by(Face.id)
@@ -81,12 +110,18 @@ def load_faces(session: Session, pack: str, options: ClusterOptions | None = Non
         return FaceSet(
             empty, empty, np.empty((0, 0), np.float32), empty, np.empty(0, object), np.empty(0, bool)
         )
-    ids, photo_ids, blobs, person_ids, sources, widths, heights, scores = zip(*rows, strict=True)
+    ids, photo_ids, blobs, person_ids, sources, widths, heights, scores, qualities = zip(*rows, strict=True)
     embeddings = normalize_rows(np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(rows), -1))
     eligible = np.ones(len(rows), dtype=bool)
     if options is not None:
         side = np.minimum(np.asarray(widths, float), np.asarray(heights, float))
-        eligible = (side >= options.min_face_size) & (np.asarray(scores, float) >= options.min_score)
+        # Faces indexed before quality was measured (NULL) pass the quality gate.
+        quality = np.asarray([1.0 if q is None else q for q in qualities], float)
+        eligible = (
+            (side >= options.min_face_size)
+            & (np.asarray(scores, float) >= options.min_score)
+            & (quality >= options.min_quality)
+        )
     return FaceSet(
         np.asarray(ids, np.int64),
         np.asarray(photo_ids, np.int64),
@@ -120,47 +155,13 @@ def survivor_map(session: Session) -> dict[int, int]:
     return resolved
 
 
-def knn_vote(
-    queries: np.ndarray,
-    reference: np.ndarray,
-    reference_person: np.ndarray,
-    *,
-    threshold: float,
-    k: int,
-    min_votes: int,
-    person_sizes: dict[int, int],
-    chunk: int = 2048,
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each query, the person most of its k nearest neighbours above ``threshold`` belong to.
-
-    A person wins with at least ``min(min_votes, that person's face count)`` votes. Returns (person id
-    or -1, mean similarity of the winning votes) per query.
-    """
-    m = queries.shape[0]
-    winner = np.full(m, -1, dtype=np.int64)
-    strength = np.zeros(m, dtype=np.float32)
-    if m == 0 or reference.shape[0] == 0:
-        return winner, strength
-    k = min(k, reference.shape[0])
-    sizes = np.vectorize(lambda p: person_sizes.get(int(p), 0), otypes=[np.int64])
-    for start in range(0, m, chunk):
-        sims = queries[start : start + chunk] @ reference.T
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        valid = top_sims >= threshold
-        people = np.where(valid, reference_person[top], -1)
-        same = (people[:, :, None] == people[:, None, :]) & valid[:, None, :]
-        votes = np.where(valid, same.sum(axis=2), 0)
-        mean_sim = np.where(valid, (same * top_sims[:, None, :]).sum(axis=2) / np.maximum(votes, 1), 0)
-        best = np.argmax(votes * 10.0 + mean_sim, axis=1)
-        rows = np.arange(len(top))
-        best_person = people[rows, best]
-        best_votes = votes[rows, best]
-        needed = np.minimum(min_votes, np.maximum(sizes(best_person), 1))
-        ok = (best_person >= 0) & (best_votes >= needed)
-        winner[start : start + len(top)] = np.where(ok, best_person, -1)
-        strength[start : start + len(top)] = np.where(ok, mean_sim[rows, best], 0)
-    return winner, strength
+def run_threshold(options: ClusterOptions, embeddings: np.ndarray) -> float:
+    """The threshold of a run over ``embeddings``: the 1:1 threshold corrected for their number."""
+    if not options.correct_for_faces:
+        return options.threshold
+    return one_to_n_threshold(
+        options.threshold, len(embeddings), far=options.far, spread=impostor_spread(embeddings)
+    )
 
 
 def cluster_library(
@@ -174,21 +175,49 @@ def cluster_library(
         report.eligible = int(faces.eligible.sum())
         if report.faces == 0:
             return report
-        rejected = rejections(session)
         merged = survivor_map(session)
-        people = faces.person_ids.copy()
-        people = np.asarray([merged.get(int(p), int(p)) for p in people], np.int64)
+        live = set(session.scalars(select(Person.id).where(Person.merged_into.is_(None))))
+        people = np.asarray([merged.get(int(p), int(p)) for p in faces.person_ids], np.int64)
+        people[(people >= 0) & ~np.isin(people, list(live))] = -1
         previous = people.copy()
         is_user = faces.sources == SOURCE_USER
         if rebuild:
             people[~is_user] = -1
-        # Faces that lost eligibility (never for user-confirmed ones) are released.
+        # Faces that lost eligibility (never user-confirmed ones) are released.
         people[~faces.eligible & ~is_user] = -1
-        _assign_by_vote(faces, people, options, rejected, report)
-        _cluster_rest(session, faces, people, previous if rebuild else None, options, rejected, report)
-        changed = np.flatnonzero((people != faces.person_ids) & ~is_user)
-        _store(session, faces, people, changed)
-        report.unassigned = int((people < 0).sum())
+        row_of = {int(face_id): row for row, face_id in enumerate(faces.ids)}
+        forbidden: dict[int, set[int]] = defaultdict(set)
+        for face_id, person in rejections(session):
+            if face_id in row_of:
+                forbidden[row_of[face_id]].add(merged.get(person, person))
+        seen = (faces.sources == SOURCE_SEEN) & (people < 0)
+        threshold = run_threshold(options, faces.embeddings[faces.eligible | (people >= 0)])
+        report.threshold = threshold
+        existing = set(int(p) for p in people[people >= 0])
+        result = cluster_incremental(
+            faces.embeddings,
+            people,
+            threshold=threshold,
+            photo_ids=faces.photo_ids,
+            eligible=faces.eligible,
+            min_faces=options.min_faces,
+            k=options.knn,
+            min_votes=options.min_votes,
+            margin=options.margin,
+            forbidden=dict(forbidden),
+            new=None if rebuild else ~seen,
+        )
+        labels = result.labels
+        report.joined_existing = result.joined_existing
+        _name_new_people(
+            session, faces, labels, existing, previous if rebuild else None, live, forbidden, report
+        )
+        changed = np.flatnonzero((labels != faces.person_ids) & ~is_user)
+        _store(session, faces, labels, changed)
+        # Looked at and left unassigned: the next run only revisits them near new faces.
+        unseen = np.flatnonzero((labels < 0) & faces.eligible & (faces.sources != SOURCE_SEEN) & ~is_user)
+        _mark_seen(session, faces.ids[unseen])
+        report.unassigned = int((labels < 0).sum())
         report.removed_people = drop_empty_people(session)
         report.people = int(
             session.scalar(select(func.count()).select_from(Person).where(Person.merged_into.is_(None)))
@@ -196,80 +225,24 @@ def cluster_library(
     return report
 
 
-def _photo_people(faces: FaceSet, people: np.ndarray) -> set[tuple[int, int]]:
-    return {(int(ph), int(p)) for ph, p in zip(faces.photo_ids, people, strict=True) if p >= 0}
-
-
-def _assign_by_vote(
-    faces: FaceSet,
-    people: np.ndarray,
-    options: ClusterOptions,
-    rejected: set[tuple[int, int]],
-    report: ClusterReport,
-) -> None:
-    assigned = np.flatnonzero(people >= 0)
-    todo = np.flatnonzero((people < 0) & faces.eligible)
-    if assigned.size == 0 or todo.size == 0:
-        return
-    sizes = Counter(int(p) for p in people[assigned])
-    winner, strength = knn_vote(
-        faces.embeddings[todo],
-        faces.embeddings[assigned],
-        people[assigned],
-        threshold=options.threshold,
-        k=options.knn,
-        min_votes=options.min_votes,
-        person_sizes=sizes,
-    )
-    # Average linkage's rule for the winner as a whole: the face must be similar to the person's
-    # faces on average, not only to a few look-alike neighbours.
-    candidates = np.flatnonzero(winner >= 0)
-    if candidates.size:
-        person_ids, inverse = np.unique(people[assigned], return_inverse=True)
-        sums = np.zeros((person_ids.size, faces.embeddings.shape[1]), np.float64)
-        np.add.at(sums, inverse, faces.embeddings[assigned])
-        slot = np.searchsorted(person_ids, winner[candidates])
-        mean_sim = (
-            np.einsum("ij,ij->i", faces.embeddings[todo[candidates]], sums[slot]) / np.bincount(inverse)[slot]
-        )
-        winner[candidates[mean_sim < options.threshold]] = -1
-    occupied = _photo_people(faces, people)
-    # Strongest matches first, so when two faces of one photo want the same person the better one wins.
-    for idx in np.argsort(-strength, kind="stable"):
-        person = int(winner[idx])
-        face = int(todo[idx])
-        if person < 0:
-            continue
-        key = (int(faces.photo_ids[face]), person)
-        if key in occupied or (int(faces.ids[face]), person) in rejected:
-            continue
-        people[face] = person
-        occupied.add(key)
-        report.joined_existing += 1
-
-
-def _cluster_rest(
+def _name_new_people(
     session: Session,
     faces: FaceSet,
-    people: np.ndarray,
+    labels: np.ndarray,
+    existing: set[int],
     previous: np.ndarray | None,
-    options: ClusterOptions,
-    rejected: set[tuple[int, int]],
+    live: set[int],
+    forbidden: dict[int, set[int]],
     report: ClusterReport,
 ) -> None:
-    rest = np.flatnonzero((people < 0) & faces.eligible)
-    if rest.size < options.min_cluster_size:
-        return
-    labels = cluster_faces(
-        faces.embeddings[rest],
-        threshold=options.threshold,
-        photo_ids=faces.photo_ids[rest],
-        min_cluster_size=options.min_cluster_size,
-    )
-    occupied = _photo_people(faces, people)
-    live = set(session.scalars(select(Person.id).where(Person.merged_into.is_(None))))
-    for label in range(int(labels.max(initial=-1)) + 1):
-        members = rest[labels == label]
+    """Give each cluster the run created a person id: its previous owner after a rebuild, else a new row."""
+    occupied = {
+        (int(ph), int(p)) for ph, p in zip(faces.photo_ids, labels, strict=True) if int(p) in existing
+    }
+    new_labels = sorted(set(int(p) for p in labels[labels >= 0]) - existing)
+    # Members first: new person ids may coincide with the run's provisional labels.
+    groups = [np.flatnonzero(labels == label) for label in new_labels]
+    for members in groups:
         person = _previous_owner(members, previous, live) if previous is not None else -1
         if person < 0:
             new = Person()
@@ -278,13 +251,16 @@ def _cluster_rest(
             person = new.id
             live.add(person)
             report.new_people += 1
+            report.clustered += members.size
+        else:
+            report.joined_existing += members.size
         for face in members:
             key = (int(faces.photo_ids[face]), person)
-            if key in occupied or (int(faces.ids[face]), person) in rejected:
+            if key in occupied or person in forbidden.get(int(face), ()):
+                labels[face] = -1
                 continue
-            people[face] = person
+            labels[face] = person
             occupied.add(key)
-            report.clustered += 1
 
 
 def _previous_owner(members: np.ndarray, previous: np.ndarray, live: set[int]) -> int:
@@ -311,6 +287,12 @@ def _store(session: Session, faces: FaceSet, people: np.ndarray, changed: np.nda
             session.execute(update(Face).where(Face.id.in_(chunk)).values(**values))
 
 
+def _mark_seen(session: Session, face_ids: np.ndarray) -> None:
+    ids = [int(f) for f in face_ids]
+    for start in range(0, len(ids), 500):
+        session.execute(update(Face).where(Face.id.in_(ids[start : start + 500])).values(source=SOURCE_SEEN))
+
+
 def drop_empty_people(session: Session) -> int:
     """Delete unnamed people that lost all their faces.
 
@@ -320,11 +302,10 @@ def drop_empty_people(session: Session) -> int:
     """
     has_faces = select(Face.person_id).where(Face.person_id.is_not(None)).distinct()
     face_level = ("reject", "assign")
-    in_decisions = (
-        select(Decision.person_id)
-        .where(Decision.person_id.is_not(None), Decision.kind.not_in(face_level))
-        .union(select(Decision.other_person_id).where(Decision.other_person_id.is_not(None)))
-        .union(select(Person.merged_into).where(Person.merged_into.is_not(None)))
+    in_decisions = union(
+        select(Decision.person_id).where(Decision.person_id.is_not(None), Decision.kind.not_in(face_level)),
+        select(Decision.other_person_id).where(Decision.other_person_id.is_not(None)),
+        select(Person.merged_into).where(Person.merged_into.is_not(None)),
     )
     empty = select(Person.id).where(
         Person.name.is_(None),

@@ -31,6 +31,8 @@ STATUS_ERROR = "error"
 #: Face assignment sources: ``auto`` faces may be moved by a later clustering run, ``user`` faces never.
 SOURCE_AUTO = "auto"
 SOURCE_USER = "user"
+#: An unassigned face a clustering run has looked at (the next run revisits it only near new faces).
+SOURCE_SEEN = "seen"
 
 
 class Photo(Base):
