@@ -161,7 +161,7 @@ def cluster(
     min_score: float,
 ) -> None:
     """Group the library's faces into people (incrementally unless --rebuild)."""
-    from faceatlas.library.people import ClusterOptions, cluster_library
+    from faceatlas.library.clustering import ClusterOptions, cluster_library
     from faceatlas.models.packs import get_pack
 
     if threshold is None:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from faceatlas.errors import FaceAtlasError
-from faceatlas.library.scan import FileEntry, KnownPhoto, plan, scan_photos
-from faceatlas.library.writer import PhotoResult, WriterThread, known_photos
+from faceatlas.library.scan import FileEntry, KnownPhoto, find_moves, missing_paths, plan, scan_photos
+from faceatlas.library.writer import PhotoResult, WriterThread, apply_moves, known_photos
+from faceatlas.quality import face_qualities
 from faceatlas.storage import Database
 
 #: Long side the photos are decoded to (DCT-scaled, so a 12 MP JPEG decodes at 1/2..1/8 size).
@@ -55,6 +56,8 @@ class IndexReport:
     indexed: int = 0
     faces: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    moved: int = 0  # photos found under a new path by their content hash (faces kept, not re-detected)
+    missing: list[str] = field(default_factory=list)  # known photos gone from disk (see `index --prune`)
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(INDEX_STAGES, 0.0))
     wall_seconds: float = 0.0
 
@@ -78,6 +81,8 @@ class IndexReport:
             "indexed": self.indexed,
             "faces": self.faces,
             "errors": [{"path": p, "reason": r} for p, r in self.errors],
+            "moved": self.moved,
+            "missing": self.missing,
             "wall_seconds": round(self.wall_seconds, 3),
             "photos_per_second": round(self.photos_per_second, 2),
             "faces_per_second": round(self.faces / self.wall_seconds, 2) if self.wall_seconds else 0.0,
@@ -199,7 +204,16 @@ class Analyzer:
                 )
             else:
                 results.append(
-                    PhotoResult(d.entry, d.content_hash, width, height, d.taken_at, list(faces), pack=pack)
+                    PhotoResult(
+                        d.entry,
+                        d.content_hash,
+                        width,
+                        height,
+                        d.taken_at,
+                        list(faces),
+                        pack=pack,
+                        quality=face_qualities(d.image, faces),
+                    )
                 )
         return results
 
@@ -215,7 +229,12 @@ class Analyzer:
                 face.pack = pack
             self._account(d.timings)
             width, height = d.image.original_size
-            results.append(PhotoResult(d.entry, d.content_hash, width, height, d.taken_at, faces, pack=pack))
+            quality = face_qualities(d.image, faces)
+            results.append(
+                PhotoResult(
+                    d.entry, d.content_hash, width, height, d.taken_at, faces, pack=pack, quality=quality
+                )
+            )
         self.stage_seconds["embed"] += time.perf_counter() - start
         return results
 
@@ -243,7 +262,39 @@ def default_split(cores: int | None = None, *, detect_in_workers: bool = False) 
 ProgressCallback = Callable[[int, int, int], None]  # (photos done, photos to do, faces found)
 
 
+def exit_with_parent() -> None:
+    """Make this worker process die when the indexer dies, even by SIGKILL (no orphaned decoders).
+
+    Linux: PR_SET_PDEATHSIG. Elsewhere: a daemon thread that exits when the parent pid changes.
+    """
+    import signal
+    import sys
+    import threading
+
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+        else:
+            if os.getppid() != parent:  # the parent died before the signal was armed
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="faceatlas-parent-watch", daemon=True).start()
+
+
 def _worker_init(engine_args: tuple[str, tuple[str, ...], dict[str, Any]] | None = None) -> None:
+    exit_with_parent()
     # Decoders must not each spin up a full thread pool in OpenCV / BLAS: the cores are theirs already.
     try:
         import cv2
@@ -268,6 +319,8 @@ def start_run(
     entries = scan_photos(roots)
     known = known_photos(db)
     todo, report.skipped = plan(entries, known)
+    todo, moves, report.missing = find_moves(todo, missing_paths(known, entries), known)
+    report.moved = apply_moves(db, moves)
     report.found = len(entries)
     if progress:
         progress(0, len(todo), 0)

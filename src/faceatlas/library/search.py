@@ -9,7 +9,7 @@ import numpy as np
 from sqlalchemy import select
 
 from faceatlas.errors import NoFaceError
-from faceatlas.library.people import load_faces
+from faceatlas.library.clustering import load_faces
 from faceatlas.library.tables import Face, Person, Photo
 from faceatlas.storage import Database
 
