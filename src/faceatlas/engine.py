@@ -150,7 +150,9 @@ class Engine:
             source = Path(path) if path else bundled_file(bundled.filename)
             expected = None if path else bundled.sha256
             return YuNetDetector(
-                converted_model(source, converted, expected_sha256=expected), self.providers, threads=threads
+                converted_model(source, converted, expected_sha256=expected, spatial=True),
+                self.providers,
+                threads=threads,
             )
         if kind == "scrfd":
             source = (

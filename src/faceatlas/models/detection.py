@@ -50,16 +50,27 @@ class Detector(Protocol):
 MAX_UPSCALE = 2.0
 
 
-def letterbox(rgb: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
-    """Resize keeping the aspect ratio into a width x height canvas (padding bottom/right).
+def letterbox(
+    rgb: np.ndarray, width: int, height: int, *, multiple: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio to fit width x height, padding bottom/right.
 
+    The canvas is width x height, or with ``multiple`` only as large as the resized image rounded
+    up to that multiple (for networks that take any size: a 250 px photo needs no 640 px canvas).
     Returns the canvas and the factor that maps canvas coordinates back to ``rgb`` coordinates.
     """
     h, w = rgb.shape[:2]
     ratio = min(width / w, height / h, MAX_UPSCALE)
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    if multiple:
+        width, height = -(-new_w // multiple) * multiple, -(-new_h // multiple) * multiple
+    if ratio == 1:
+        resized = rgb
+    else:
+        interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    if (new_w, new_h) == (width, height):
+        return np.ascontiguousarray(resized), 1.0 / ratio
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = resized
     return canvas, 1.0 / ratio
@@ -81,7 +92,13 @@ def _grid(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
 
 
 class YuNetDetector:
-    """OpenCV Zoo YuNet (2023mar). Fixed 640x640 BGR input, outputs per stride 8/16/32."""
+    """OpenCV Zoo YuNet (2023mar). BGR input, outputs per stride 8/16/32.
+
+    Images are fitted into 640 x 640 as always; a model converted with symbolic height/width
+    (``converted_model(spatial=True)``) then runs on the fitted image padded only up to a multiple
+    of 32, as OpenCV's FaceDetectorYN does, instead of on the full 640 x 640 canvas: a 250 px photo
+    (fitted to 500 x 500 by the 2x upscale cap) costs 500² instead of 640², a 1080p photo 640 x 384.
+    """
 
     name = "yunet"
     default_threshold = 0.6
@@ -91,14 +108,24 @@ class YuNetDetector:
         self.session = create_session(path, providers, threads=threads)
         shape = self.session.get_inputs()[0].shape
         self.input_name = self.session.get_inputs()[0].name
-        self.height, self.width = (int(shape[2]), int(shape[3])) if isinstance(shape[2], int) else (640, 640)
+        self.any_size = not (isinstance(shape[2], int) and isinstance(shape[3], int))
+        self.height, self.width = (640, 640) if self.any_size else (int(shape[2]), int(shape[3]))
         self.nms_iou = nms_iou
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.grids = {s: _grid(self.height // s, self.width // s, s, 1) for s in self.strides}
+        self._grids: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _centers(self, rows: int, cols: int, stride: int) -> np.ndarray:
+        key = (rows, cols, stride)
+        if key not in self._grids:
+            if len(self._grids) > 256:  # many distinct photo sizes: keep the cache bounded
+                self._grids.clear()
+            self._grids[key] = _grid(rows, cols, stride, 1)
+        return self._grids[key]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
-        canvas, back = letterbox(rgb, self.width, self.height)
+        canvas, back = letterbox(rgb, self.width, self.height, multiple=32 if self.any_size else None)
         blob = np.ascontiguousarray(canvas[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
+        rows, cols = canvas.shape[:2]
         outputs = dict(
             zip(self.output_names, self.session.run(self.output_names, {self.input_name: blob}), strict=True)
         )
@@ -110,7 +137,7 @@ class YuNetDetector:
             mask = score >= threshold
             if not mask.any():
                 continue
-            grid = self.grids[stride][mask]
+            grid = self._centers(rows // stride, cols // stride, stride)[mask]
             bbox = outputs[f"bbox_{stride}"][0][mask]
             kps = outputs[f"kps_{stride}"][0][mask].reshape(-1, 5, 2)
             centers = grid + bbox[:, :2] * stride
