@@ -21,7 +21,7 @@ from faceatlas.models.convert import converted_model
 from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
 from faceatlas.models.packs import PackSpec, bundled_file, get_pack
 from faceatlas.models.recognition import Recognizer
-from faceatlas.models.runtime import resolve_providers
+from faceatlas.models.runtime import inference_scope, resolve_providers
 from faceatlas.models.store import cache_dir, locate
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
@@ -211,6 +211,22 @@ class Engine:
         ``timings`` (if given) accumulates seconds per stage: decode, detect, align, embed, attributes.
         ``detect=False`` treats each whole image as one face (CompreFace's ``detect_faces=false``).
         """
+        with inference_scope():  # adaptive sessions use every core only for a lone call
+            return self._analyze_batch(
+                images, plugins, embed, limit, det_threshold, min_face_size, detect, timings
+            )
+
+    def _analyze_batch(
+        self,
+        images: Sequence[ImageSource | DecodedImage],
+        plugins: Iterable[str] | str | None,
+        embed: bool,
+        limit: int,
+        det_threshold: float | None,
+        min_face_size: float,
+        detect: bool,
+        timings: dict[str, float] | None,
+    ) -> list[list[DetectedFace]]:
         wanted = _filter_plugins(plugins)
         threshold = self.detector.default_threshold if det_threshold is None else float(det_threshold)
         clock = _Clock(timings)

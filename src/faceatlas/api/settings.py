@@ -34,9 +34,9 @@ class Settings:
     max_file_size: int = 5 * MB  # CompreFace: max_file_size=5MB
     max_body_size: int = 10 * MB  # CompreFace: max_request_size=10M
     inference_threads: int = 0  # concurrent engine calls; 0: number of CPU cores
-    # ONNX Runtime threads per engine call (0: the engine's default). One: requests already run in
-    # parallel (inference_threads), and multi-threaded calls spin on a busy CPU (measured 3x slower)
-    engine_threads: int = 1
+    # ONNX Runtime threads per engine call; 0: adapt to load (every core for a lone request, one per
+    # request under concurrency: faceatlas.models.runtime.ADAPTIVE_THREADS)
+    engine_threads: int = 0
     limit_concurrency: int = 256  # open requests before uvicorn answers 503
     sync_interval: float = 0.2  # seconds between version polls of the shared database
     admin_token: str | None = None

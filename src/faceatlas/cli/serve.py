@@ -31,7 +31,7 @@ from faceatlas.api.settings import MB, Settings
     "--engine-threads",
     type=int,
     default=None,
-    help="ONNX Runtime threads per engine call (default 1; 0: cores).",
+    help="ONNX Runtime threads per engine call (default 0: all cores for a lone request, 1 under load).",
 )
 @click.option("--log-level", default="info", show_default=True)
 def serve(

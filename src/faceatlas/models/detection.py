@@ -108,7 +108,9 @@ class YuNetDetector:
         self.session = create_session(path, providers, threads=threads)
         shape = self.session.get_inputs()[0].shape
         self.input_name = self.session.get_inputs()[0].name
-        self.any_size = not (isinstance(shape[2], int) and isinstance(shape[3], int))
+        # Any size on CPU only: accelerators (TensorRT above all) want one fixed shape, built once.
+        symbolic = not (isinstance(shape[2], int) and isinstance(shape[3], int))
+        self.any_size = symbolic and providers[0] == "CPUExecutionProvider"
         self.height, self.width = (640, 640) if self.any_size else (int(shape[2]), int(shape[3]))
         self.nms_iou = nms_iou
         self.output_names = [o.name for o in self.session.get_outputs()]
