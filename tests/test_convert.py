@@ -12,7 +12,7 @@ import onnxruntime as ort
 from faceatlas.engine import Engine
 from faceatlas.models import convert
 from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
-from faceatlas.models.detection import YuNetDetector
+from faceatlas.models.detection import SCRFDDetector, YuNetDetector
 from faceatlas.models.packs import bundled_file, get_pack
 
 EXAMPLES = "data/photos/face_recognition_examples/examples"
@@ -71,3 +71,18 @@ def test_yunet_at_the_image_size_finds_what_the_640_canvas_finds(shared: Path, t
         assert len(a) == len(b) > 0
         np.testing.assert_allclose(b.boxes, a.boxes, atol=2.0)
         np.testing.assert_allclose(b.landmarks, a.landmarks, atol=2.0)
+
+
+def test_scrfd_batches_give_the_per_image_detections(shared: Path) -> None:
+    model = shared / "models/scrfd/det_500m.onnx"
+    single = SCRFDDetector(model, ["CPUExecutionProvider"], batched=False)
+    batched = SCRFDDetector(model, ["CPUExecutionProvider"], batched=True, max_batch=2)
+    assert single.max_batch == 1 and batched.max_batch == 2
+    names = ("obama.jpg", "two_people.jpg", "biden.jpg")
+    images = [np.ascontiguousarray(cv2.imread(str(shared / EXAMPLES / n))[:, :, ::-1]) for n in names]
+    for one, many in zip(
+        [single.detect(i, 0.5) for i in images], batched.detect_many(images, 0.5), strict=True
+    ):
+        assert len(one) == len(many) > 0
+        np.testing.assert_allclose(many.boxes, one.boxes, atol=0.05)
+        np.testing.assert_allclose(many.landmarks, one.landmarks, atol=0.05)

@@ -41,8 +41,11 @@ class Detections:
 class Detector(Protocol):
     name: str
     default_threshold: float
+    max_batch: int  # images per network call in detect_many (1: one call per image)
 
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections: ...
+
+    def detect_many(self, images: list[np.ndarray], threshold: float) -> list[Detections]: ...
 
 
 # Small images are enlarged at most this much: more blurs the landmarks that alignment relies on
@@ -85,6 +88,21 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
     return np.asarray(keep, dtype=np.int64).reshape(-1)
 
 
+def _transposes_batch_inwards(path: Path) -> bool:
+    """Whether the graph moves the batch axis inside (InsightFace's Transpose perm=(2, 3, 0, 1))."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    perms = {
+        tuple(attr.ints)
+        for node in model.graph.node
+        if node.op_type == "Transpose"
+        for attr in node.attribute
+        if attr.name == "perm"
+    }
+    return (2, 3, 0, 1) in perms
+
+
 def _grid(rows: int, cols: int, stride: int, anchors: int) -> np.ndarray:
     ys, xs = np.mgrid[:rows, :cols]
     centers = (np.stack([xs, ys], axis=-1).reshape(-1, 2) * stride).astype(np.float32)
@@ -103,6 +121,7 @@ class YuNetDetector:
     name = "yunet"
     default_threshold = 0.6
     strides = (8, 16, 32)
+    max_batch = 1  # the input size follows each image, so images do not stack
 
     def __init__(self, path: Path, providers: list[str], *, threads: int | None = None, nms_iou: float = 0.3):
         self.session = create_session(path, providers, threads=threads)
@@ -123,6 +142,9 @@ class YuNetDetector:
                 self._grids.clear()
             self._grids[key] = _grid(rows, cols, stride, 1)
         return self._grids[key]
+
+    def detect_many(self, images: list[np.ndarray], threshold: float) -> list[Detections]:
+        return [self.detect(rgb, threshold) for rgb in images]
 
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
         canvas, back = letterbox(rgb, self.width, self.height, multiple=32 if self.any_size else None)
@@ -154,7 +176,16 @@ class YuNetDetector:
 
 
 class SCRFDDetector:
-    """InsightFace SCRFD (with keypoints). RGB (x-127.5)/128 input; any size that is a multiple of 32."""
+    """InsightFace SCRFD (with keypoints). RGB (x-127.5)/128 input; any size that is a multiple of 32.
+
+    On an accelerator the file is converted once to a symbolic batch dimension (InsightFace exports
+    it fixed at 1 but flattens every output to rows of batch x anchors), and :meth:`detect_many`
+    runs up to ``max_batch`` photos, letterboxed to the one fixed input size, in a single call.
+    InsightFace's export transposes (N, C, H, W) to (H, W, N, C) before flattening, so the rows of
+    one image are interleaved per location; a file that keeps N first is read batch-major.
+    """
+
+    anchors = 2  # per location and stride
 
     name = "scrfd"
     default_threshold = 0.5
@@ -168,13 +199,24 @@ class SCRFDDetector:
         threads: int | None = None,
         input_size: tuple[int, int] = (640, 640),
         nms_iou: float = 0.4,
+        batched: bool | None = None,
+        max_batch: int = 16,
     ):
         width, height = input_size
         if width % 32 or height % 32 or width <= 0 or height <= 0:
             raise ValueError(f"SCRFD input size must be positive multiples of 32, got {width}x{height}")
+        if batched is None:  # batches pay off on accelerators; on CPU a batch costs what its images do
+            batched = providers[0] != "CPUExecutionProvider"
+        if batched:
+            from faceatlas.models.convert import converted_model
+            from faceatlas.models.store import cache_dir
+
+            path = converted_model(path, cache_dir() / "converted", expected_sha256=None, batchable=True)
         self.session = create_session(path, providers, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
         shape = self.session.get_inputs()[0].shape
+        self.max_batch = max_batch if not isinstance(shape[0], int) else 1
+        self.location_major = self.max_batch > 1 and _transposes_batch_inwards(path)
         if isinstance(shape[2], int) and isinstance(shape[3], int):
             height, width = int(shape[2]), int(shape[3])  # a file exported with a fixed size wins
         self.width, self.height = width, height
@@ -189,20 +231,50 @@ class SCRFDDetector:
     def _anchor_centers(self, rows: int, cols: int, stride: int) -> np.ndarray:
         key = (rows, cols, stride)
         if key not in self._grids:
-            self._grids[key] = _grid(rows, cols, stride, 2)
+            self._grids[key] = _grid(rows, cols, stride, self.anchors)
         return self._grids[key]
 
-    def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
+    def _blob(self, rgb: np.ndarray) -> tuple[np.ndarray, float]:
         canvas, back = letterbox(rgb, self.width, self.height)
         blob = (canvas.astype(np.float32) - 127.5) / 128.0
-        blob = np.ascontiguousarray(blob.transpose(2, 0, 1)[None])
-        outputs = self.session.run(self.output_names, {self.input_name: blob})
+        return blob.transpose(2, 0, 1), back
+
+    def detect(self, rgb: np.ndarray, threshold: float) -> Detections:
+        blob, back = self._blob(rgb)
+        outputs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(blob[None])})
+        return self._decode(outputs, threshold, back)
+
+    def detect_many(self, images: list[np.ndarray], threshold: float) -> list[Detections]:
+        """:meth:`detect` of every image, ``max_batch`` images per network call."""
+        if self.max_batch == 1:
+            return [self.detect(rgb, threshold) for rgb in images]
+        found: list[Detections] = []
+        for start in range(0, len(images), self.max_batch):
+            blobs, backs = zip(
+                *(self._blob(rgb) for rgb in images[start : start + self.max_batch]), strict=True
+            )
+            outputs = self.session.run(self.output_names, {self.input_name: np.stack(blobs)})
+            for i, back in enumerate(backs):
+                mine = [self._rows_of(out, i, len(blobs)) for out in outputs]
+                found.append(self._decode(mine, threshold, back))
+        return found
+
+    def _rows_of(self, output: np.ndarray, image: int, batch: int) -> np.ndarray:
+        """Image ``image``'s rows of a (batch x anchors, k) output."""
+        k = output.shape[-1]
+        if self.location_major:  # rows ordered (row, column, image, anchor)
+            return output.reshape(-1, batch, self.anchors, k)[:, image].reshape(-1, k)
+        return output.reshape(batch, -1, k)[image]
+
+    def _decode(self, outputs: list[np.ndarray], threshold: float, back: float) -> Detections:
         boxes, scores, points = [], [], []
         for level, stride in enumerate(self.strides):
             score = outputs[level].reshape(-1)
             distances = outputs[level + 3].reshape(-1, 4) * stride
             kps = outputs[level + 6].reshape(-1, 5, 2) * stride
-            centers = self._anchor_centers(self.height // stride, self.width // stride, stride)
+            centers = self._anchor_centers(
+                self.height // stride, self.width // stride, stride
+            )  # 2 per location
             mask = score >= threshold
             if not mask.any():
                 continue
