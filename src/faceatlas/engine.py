@@ -29,7 +29,7 @@ from faceatlas.models.registry import (
     detector_ref,
     load_attributes,
 )
-from faceatlas.models.runtime import resolve_providers
+from faceatlas.models.runtime import inference_scope, resolve_providers
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
@@ -166,6 +166,22 @@ class Engine:
         ``timings`` (if given) accumulates seconds per stage: decode, detect, align, embed, attributes.
         ``detect=False`` treats each whole image as one face (CompreFace's ``detect_faces=false``).
         """
+        with inference_scope():  # adaptive sessions use every core only for a lone call
+            return self._analyze_batch(
+                images, plugins, embed, limit, det_threshold, min_face_size, detect, timings
+            )
+
+    def _analyze_batch(
+        self,
+        images: Sequence[ImageSource | DecodedImage],
+        plugins: Iterable[str] | str | None,
+        embed: bool,
+        limit: int,
+        det_threshold: float | None,
+        min_face_size: float,
+        detect: bool,
+        timings: dict[str, float] | None,
+    ) -> list[list[DetectedFace]]:
         wanted = _filter_plugins(plugins)
         threshold = self.detector.default_threshold if det_threshold is None else float(det_threshold)
         clock = _Clock(timings)
@@ -173,10 +189,15 @@ class Engine:
         with clock("decode"):
             decoded = [self.decode(image) for image in images]
         with clock("detect"):
-            found = [
-                self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
-                for d in decoded
-            ]
+            if detect and len(decoded) > 1 and self.detector.max_batch > 1:
+                # one network call for many photos (SCRFD on an accelerator)
+                many = self.detector.detect_many([d.rgb for d in decoded], threshold)
+                found = [self._select(d, f, limit, min_face_size) for d, f in zip(decoded, many, strict=True)]
+            else:
+                found = [
+                    self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
+                    for d in decoded
+                ]
         embeddings: list[np.ndarray | None] = [None] * len(decoded)
         if embed:
             with clock("align"):
@@ -241,7 +262,11 @@ class Engine:
     def _detect(
         self, decoded: DecodedImage, threshold: float, limit: int, min_face_size: float
     ) -> Detections:
-        found = self.detector.detect(decoded.rgb, threshold)
+        return self._select(decoded, self.detector.detect(decoded.rgb, threshold), limit, min_face_size)
+
+    @staticmethod
+    def _select(decoded: DecodedImage, found: Detections, limit: int, min_face_size: float) -> Detections:
+        """Drop faces under ``min_face_size`` original pixels, largest first, at most ``limit``."""
         if len(found) == 0:
             return found
         sides = np.minimum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])

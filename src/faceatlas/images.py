@@ -246,6 +246,9 @@ def decode_image(
             return _decode_pillow(source, target_size, max_pixels, limits, allow_draft=False)
     data, label = _read_source(source, max_bytes)
     with _pillow_errors(data, label), _open(io.BytesIO(data)) as im:
+        fast = _decode_jpeg_opencv(data, im, target_size, max_pixels, limits)
+        if fast is not None:
+            return fast
         return _decode_pillow(im, target_size, max_pixels, limits, allow_draft=True)
 
 
@@ -547,6 +550,55 @@ def _decode_pillow(
         scale=scale,
         original_size=_upright_size((width, height), orientation),
         format=image_format,
+    )
+
+
+# IMREAD flags of libjpeg's DCT-domain reduction by 1 (none), 2, 4 and 8.
+_OPENCV_REDUCTION = {
+    1: 0,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+
+
+def _decode_jpeg_opencv(
+    data: bytes | bytearray | memoryview,
+    im: Image.Image,
+    target_size: int | None,
+    max_pixels: int,
+    limits: _MemoryLimits,
+) -> DecodedImage | None:
+    """The fast path for plain colour JPEGs: OpenCV's libjpeg-turbo decode, or None to let Pillow do it.
+
+    Same pixels as Pillow's draft + load (both libjpeg-turbo, same DCT scaling; checked identical on
+    the benchmark photos) but 10-15 % faster, because Pillow's decode ends in an extra copy of the
+    image into NumPy. Pillow still reads the header (size, mode, EXIF orientation); anything unusual
+    (CMYK, greyscale, progressive quirks, a file that does not end in an EOI marker and might be
+    truncated, an image OpenCV refuses) goes to Pillow, whose errors explain what is wrong.
+    """
+    if im.format != "JPEG" or im.mode != "RGB" or bytes(data[-2:]) != b"\xff\xd9":
+        return None
+    width, height = im.size
+    if width <= 0 or height <= 0 or width * height > max_pixels:
+        return None
+    factor = _dct_factor(max(width, height), target_size) if target_size is not None else 1
+    flags = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | _OPENCV_REDUCTION[factor]
+    # the reduced image, and one more copy of it when it is turned upright
+    needed = 2 * 3 * -(-width // factor) * -(-height // factor)
+    with limits.held(needed, f"{width}x{height} JPEG"):
+        rgb = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if rgb is None or rgb.shape != (-(-height // factor), -(-width // factor), 3):
+        return None
+    scale = float(factor)
+    if target_size is not None and factor == 1 and max(rgb.shape[:2]) > 2 * target_size:
+        rgb, scale = _shrink(rgb, target_size)
+    orientation = _orientation(im)
+    return DecodedImage(
+        rgb=_read_only(_apply_orientation(rgb, orientation)),
+        scale=scale,
+        original_size=_upright_size((width, height), orientation),
+        format="JPEG",
     )
 
 

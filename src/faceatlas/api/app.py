@@ -47,9 +47,10 @@ def limit_blas_threads() -> None:
 
 def load_engine(settings: Settings) -> Engine:
     from faceatlas.engine import Engine
+    from faceatlas.models.runtime import ADAPTIVE_THREADS
 
     providers = tuple(p.strip() for p in settings.providers.split(",") if p.strip()) or ("cpu",)
-    return Engine(settings.pack, providers=providers, threads=settings.engine_threads or None)
+    return Engine(settings.pack, providers=providers, threads=settings.engine_threads or ADAPTIVE_THREADS)
 
 
 def build_state(settings: Settings, engine: Engine | None = None, db: Database | None = None) -> ServerState:

@@ -37,9 +37,9 @@ class Settings:
     # DecodeBudget): one image may use three quarters, the last quarter stays for small images
     decode_memory: int = 512 * MB
     inference_threads: int = 0  # concurrent engine calls; 0: number of CPU cores
-    # ONNX Runtime threads per engine call (0: the engine's default). One: requests already run in
-    # parallel (inference_threads), and multi-threaded calls spin on a busy CPU (measured 3x slower)
-    engine_threads: int = 1
+    # ONNX Runtime threads per engine call; 0: adapt to load (every core for a lone request, one per
+    # request under concurrency: faceatlas.models.runtime.ADAPTIVE_THREADS)
+    engine_threads: int = 0
     limit_concurrency: int = 256  # requests inside the app at once before a 503 (idle sockets do not count)
     # connection hygiene (faceatlas.api.server): seconds for a request's headers, for its whole body,
     # and for the idle wait between keep-alive requests

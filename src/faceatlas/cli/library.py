@@ -57,9 +57,14 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @library_option
 @pack_option
-@click.option("--workers", type=int, default=0, help="Decode processes (default: a third of the CPU cores).")
+@click.option("--workers", type=int, default=0, help="Worker processes (default: one per CPU core).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Photos per engine batch.")
-@click.option("--threads", type=int, default=None, help="Engine threads (default: the cores not decoding).")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Main-process engine threads (default: the cores not in workers).",
+)
 @click.option(
     "--attributes/--no-attributes", default=True, show_default=True, help="Estimate age, gender and pose."
 )
@@ -74,9 +79,13 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 )
 @click.option(
     "--detect-in-workers/--detect-in-main",
-    default=True,
-    show_default=True,
-    help="Detect in the decode processes (the main process only embeds), or detect in the main process.",
+    default=None,
+    help="Detect in the worker processes (default on CPU), or in the main process (default on accelerators).",
+)
+@click.option(
+    "--embed-in-workers/--embed-in-main",
+    default=None,
+    help="With detection in the workers, embed there too (default on CPU) or in the main process.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON on stdout.")
 def index(
@@ -88,20 +97,23 @@ def index(
     threads: int | None,
     attributes: bool,
     ray_address: str | None,
-    detect_in_workers: bool,
+    detect_in_workers: bool | None,
+    embed_in_workers: bool | None,
     as_json: bool,
 ) -> None:
     """Find the faces in every new or changed photo under FOLDERS."""
-    from faceatlas.library.pipeline import IndexOptions, default_split, index_library
+    from faceatlas.library.pipeline import IndexOptions, index_library, split_for
 
     db = _open(library)
-    split_workers, split_threads = default_split(detect_in_workers=detect_in_workers)
-    workers = workers or split_workers
-    engine = load_engine(pack, threads=threads or split_threads, attributes=attributes)
     plugins = ("age", "gender", "pose") if attributes else ()
     options = IndexOptions(
-        workers=workers, batch_size=batch_size, plugins=plugins, detect_in_workers=detect_in_workers
+        workers=workers,
+        batch_size=batch_size,
+        plugins=plugins,
+        detect_in_workers=detect_in_workers,
+        embed_in_workers=embed_in_workers,
     )
+    engine = load_engine(pack, threads=threads or split_for(options)[1], attributes=attributes)
     progress = Progress(
         TextColumn("indexing"),
         BarColumn(),

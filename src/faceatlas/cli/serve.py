@@ -32,7 +32,7 @@ from faceatlas.web.context import WebConfig
     "--engine-threads",
     type=int,
     default=None,
-    help="ONNX Runtime threads per engine call (default 1; 0: cores).",
+    help="ONNX Runtime threads per engine call (default 0: all cores for a lone request, 1 under load).",
 )
 @click.option(
     "--header-timeout", type=float, default=None, help="Seconds for a request's headers (default 10)."

@@ -30,6 +30,7 @@ class ModelFile:
     size: int | None = None
     fold_quantized: bool = False
     batchable: bool = False
+    spatial: bool = False  # the converted copy takes any input height and width (YuNet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +160,7 @@ YUNET_FILE = ModelFile(
     "face_detection_yunet_2023mar_int8bq.onnx",
     "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
     fold_quantized=True,
+    spatial=True,
 )
 _INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research use only"
 

@@ -51,8 +51,11 @@ class PackModel(Protocol):
 
 class FaceDetector(PackModel, Protocol):
     default_threshold: float
+    max_batch: int  # images per network call in detect_many (1: one call per image)
 
     def detect(self, rgb: np.ndarray, threshold: float) -> Detections: ...
+
+    def detect_many(self, images: list[np.ndarray], threshold: float) -> list[Detections]: ...
 
 
 class FaceEmbedder(PackModel, Protocol):
@@ -118,7 +121,8 @@ def detector_ref(spec: PackSpec, override: str | None) -> ModelRef:
     if not path:
         return ModelRef("yunet", (YUNET_FILE,))
     absolute = str(Path(path).expanduser().resolve())
-    return ModelRef(kind, (ModelFile(absolute, fold_quantized=kind == "yunet"),))
+    yunet = kind == "yunet"
+    return ModelRef(kind, (ModelFile(absolute, fold_quantized=yunet, spatial=yunet),))
 
 
 def load_attributes(context: LoadContext) -> list[AttributeModel]:

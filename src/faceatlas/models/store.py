@@ -72,7 +72,11 @@ def resolve_file(spec: PackSpec, file: ModelFile, root: Path) -> Path:
     if not file.fold_quantized:
         return path
     return converted_model(
-        path, cache_dir() / "converted", expected_sha256=file.sha256, batchable=file.batchable
+        path,
+        cache_dir() / "converted",
+        expected_sha256=file.sha256,
+        batchable=file.batchable,
+        spatial=file.spatial,
     )
 
 
