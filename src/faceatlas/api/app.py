@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
 from faceatlas.api import admin
-from faceatlas.api.collections import Collections
+from faceatlas.api.collections import Collections, IndexOptions
 from faceatlas.api.errors import install_handlers
 from faceatlas.api.migration import Migration
 from faceatlas.api.routes import detection, misc, recognition, verification
@@ -52,6 +52,14 @@ def load_engine(settings: Settings) -> Engine:
     return Engine(settings.pack, providers=providers, threads=settings.engine_threads or None)
 
 
+def index_options(settings: Settings) -> IndexOptions:
+    from faceatlas.index.service import snapshot_root
+
+    return IndexOptions(
+        backend=settings.index, snapshot_dir=snapshot_root(settings.data_dir, settings.database_url)
+    )
+
+
 def build_state(settings: Settings, engine: Engine | None = None, db: Database | None = None) -> ServerState:
     engine = engine or load_engine(settings)
     db = db or Database.open(settings.database_url)
@@ -61,7 +69,9 @@ def build_state(settings: Settings, engine: Engine | None = None, db: Database |
         engine=engine,
         db=db,
         store=store,
-        collections=Collections(store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval),
+        collections=Collections(
+            store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval, index_options(settings)
+        ),
         limiter=anyio.CapacityLimiter(settings.inference_limit),
     )
     state.migration = Migration(state)
@@ -89,6 +99,8 @@ def create_app(
         try:
             yield
         finally:
+            # snapshot the big in-memory indexes, so the next start replays only newer changes
+            state.collections.persist()
             if state.migration.running:
                 state.migration.join(timeout=5)
             if db is None:

@@ -39,6 +39,7 @@ class Settings:
     engine_threads: int = 1
     limit_concurrency: int = 256  # open requests before uvicorn answers 503
     sync_interval: float = 0.2  # seconds between version polls of the shared database
+    index: str = "auto"  # face index backend: exact | hnsw | pgvector | auto (faceatlas.index)
     admin_token: str | None = None
 
     @property

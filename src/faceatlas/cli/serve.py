@@ -33,6 +33,13 @@ from faceatlas.api.settings import MB, Settings
     default=None,
     help="ONNX Runtime threads per engine call (default 1; 0: cores).",
 )
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default=None,
+    help="Face index: exact product, HNSW graph, pgvector in PostgreSQL, or auto (HNSW from 200 000 faces).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -45,6 +52,7 @@ def serve(
     max_file_size: float | None,
     inference_threads: int | None,
     engine_threads: int | None,
+    index: str | None,
     log_level: str,
 ) -> None:
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
@@ -63,13 +71,16 @@ def serve(
         max_file_size=int(max_file_size * MB) if max_file_size else None,
         inference_threads=inference_threads,
         engine_threads=engine_threads,
+        index=index,
     )
     # migrate once here, so that worker processes never race on the schema
     Database.open(settings.database_url).dispose()
     token, token_file = settings.resolve_admin_token()
     db_hint = "" if settings.database is None else " --database URL"
     click.echo(f"faceatlas: CompreFace-compatible API on http://{settings.host}:{settings.port}/api/v1")
-    click.echo(f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}")
+    click.echo(
+        f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}   index: {settings.index}"
+    )
     click.echo(f"  API docs: http://{settings.host}:{settings.port}/docs")
     click.echo(
         f"  get an API key: faceatlas services create --name NAME --type recognition"
