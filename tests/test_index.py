@@ -375,3 +375,59 @@ def test_pgvector_migration_adds_the_column() -> None:
         db.dispose()
     finally:
         drop_database("FACEATLAS_TEST_PGVECTOR", url)
+
+
+# --------------------------------------------------------------------------- the library's search
+def _add_photo(db: Database, path: str, vectors: np.ndarray) -> list[int]:
+    from sqlalchemy import insert
+
+    from faceatlas.library.tables import Face, Photo
+
+    with db.session() as s:
+        photo_id = s.execute(insert(Photo).values(path=path, size=1, mtime=0.0).returning(Photo.id)).scalar_one()
+        ids = []
+        for v in vectors:
+            row = Face(
+                photo_id=photo_id, x_min=0, y_min=0, x_max=50, y_max=50, score=0.9,
+                embedding=np.asarray(v, np.float32).tobytes(), pack="sface",
+            )
+            s.add(row)
+            s.flush()
+            ids.append(row.id)
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_library_search_reopens_its_snapshot_and_follows_changes(kind: str, tmp_path: Path) -> None:
+    from sqlalchemy import delete
+
+    from faceatlas.library.search import LibraryIndex, search_by_embedding
+    from faceatlas.library.store import open_library
+    from faceatlas.library.tables import Face
+
+    db = open_library(tmp_path / "lib")
+    vectors = clustered_unit_vectors(600, DIM, seed=21)
+    face_ids = [fid for p in range(200) for fid in _add_photo(db, f"/p/{p}.jpg", vectors[3 * p : 3 * p + 3])]
+    first = LibraryIndex(db, "sface", backend=kind)
+    hits = search_by_embedding(db, vectors[31], pack="sface", threshold=0.5, top=5)
+    assert hits[0].face_id == face_ids[31] and hits[0].path == "/p/10.jpg" and hits[0].match
+    assert len({h.photo_id for h in hits}) == len(hits) == 5  # one hit per photo
+    first.sync()
+    assert len(first.index) == 600
+
+    # another process: opens the saved index, reads no embedding
+    reopened = LibraryIndex(db, "sface", backend=kind)
+    reopened._load_rows = None  # type: ignore[assignment,method-assign]  # would fail if called
+    ids, cosines = reopened.search(vectors[100], 1)
+    assert ids.tolist() == [face_ids[100]] and cosines[0] == pytest.approx(1.0, abs=2e-3)
+
+    # new photos are appended; a re-indexed photo (faces replaced) forces a reload
+    extra = clustered_unit_vectors(3, DIM, seed=22)
+    new_ids = _add_photo(db, "/p/new.jpg", extra)
+    later = LibraryIndex(db, "sface", backend=kind)
+    assert later.search(extra[1], 1)[0].tolist() == [new_ids[1]]
+    with db.session() as s:
+        s.execute(delete(Face).where(Face.id.in_(face_ids[:3])))
+    ids, _ = later.search(vectors[0], 3)
+    assert not set(ids.tolist()) & set(face_ids[:3]) and len(later.index) == 600
+    db.dispose()
