@@ -184,7 +184,9 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, postgres_urls: dict)
 
 def options_for(kind: str, snapshot_dir: Path | None = None, snapshot_min: int = 0) -> IndexOptions:
     if kind == "exact-float16":
-        return IndexOptions("exact", exact_dtype="float16", snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min)
+        return IndexOptions(
+            "exact", exact_dtype="float16", snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min
+        )
     return IndexOptions(kind, snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min)
 
 
@@ -245,7 +247,9 @@ def test_concurrent_writers_lose_nothing(backend: tuple[str, str]) -> None:
             try:
                 writer_store = ServiceStore(Database(url))
                 for i in range(15):
-                    face_id, _ = writer_store.add_face(sid, f"w{offset}", unit(1000 + offset * 100 + i), "sface")
+                    face_id, _ = writer_store.add_face(
+                        sid, f"w{offset}", unit(1000 + offset * 100 + i), "sface"
+                    )
                     written.append(face_id)
                     collections.after_write(sid)
                     collection.search(unit(i)[None], 3)
@@ -305,7 +309,9 @@ def test_a_second_process_sees_the_writes(backend: tuple[str, str]) -> None:
         db.dispose()
 
 
-MEMORY_ONLY = [b for b in BACKENDS if b[0] != "pgvector"]  # pgvector keeps no snapshot: the rows are the index
+MEMORY_ONLY = [
+    b for b in BACKENDS if b[0] != "pgvector"
+]  # pgvector keeps no snapshot: the rows are the index
 
 
 @pytest.mark.parametrize("backend", MEMORY_ONLY, ids=[f"{b}-{d}" for b, d in MEMORY_ONLY], indirect=True)
@@ -332,6 +338,31 @@ def test_restart_opens_the_snapshot_and_replays_the_log(backend: tuple[str, str]
         assert restarted.search(vectors[10][None], 1)[0][0].image_id == ids[10]
         if kind.startswith("exact"):
             assert restarted.index.describe()["memory_mapped"] is True
+    finally:
+        db.dispose()
+
+
+def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
+    db = Database.open(sqlite_url(tmp_path / "auto.db"))
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("grows", "recognition", "sface").id
+        vectors = clustered_unit_vectors(3000, DIM, seed=13)
+        ids = store.add_faces_bulk(sid, [f"s{i % 300}" for i in range(3000)], vectors, "sface")
+        options = IndexOptions("auto", hnsw_from=1000, snapshot_dir=tmp_path / "snap", snapshot_min_faces=0)
+        collections = ServiceCollections(store, "sface", DIM, 0.0, options)
+        collection = collections.get(sid)
+        assert collection.index.kind == "exact"  # searchable before the graph exists
+        late, _ = store.add_face(sid, "late", unit(4242), "sface")  # written while the graph builds
+        store.delete_face(sid, ids[7])
+        collections.after_write(sid)
+        collection.wait_for_build(120)
+        assert collection.index.kind == "hnsw" and len(collection) == 3000
+        assert collection.search(unit(4242)[None], 1)[0][0].image_id == late
+        assert ids[7] not in {m.image_id for m in collection.search(vectors[7][None], 10)[0]}
+        assert [p.name for p in (tmp_path / "snap").iterdir()] == [f"service-{sid}-sface-hnsw"]
+        reopened = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
+        assert reopened.index.kind == "hnsw" and len(reopened) == 3000
     finally:
         db.dispose()
 
@@ -384,12 +415,20 @@ def _add_photo(db: Database, path: str, vectors: np.ndarray) -> list[int]:
     from faceatlas.library.tables import Face, Photo
 
     with db.session() as s:
-        photo_id = s.execute(insert(Photo).values(path=path, size=1, mtime=0.0).returning(Photo.id)).scalar_one()
+        photo_id = s.execute(
+            insert(Photo).values(path=path, size=1, mtime=0.0).returning(Photo.id)
+        ).scalar_one()
         ids = []
         for v in vectors:
             row = Face(
-                photo_id=photo_id, x_min=0, y_min=0, x_max=50, y_max=50, score=0.9,
-                embedding=np.asarray(v, np.float32).tobytes(), pack="sface",
+                photo_id=photo_id,
+                x_min=0,
+                y_min=0,
+                x_max=50,
+                y_max=50,
+                score=0.9,
+                embedding=np.asarray(v, np.float32).tobytes(),
+                pack="sface",
             )
             s.add(row)
             s.flush()

@@ -27,7 +27,9 @@ __all__ = [
 ]
 
 
-def build_index(kind: str, dim: int, *, count: int = 0, key_dtype: str = "int64", **options: object) -> FaceIndex:
+def build_index(
+    kind: str, dim: int, *, count: int = 0, key_dtype: str = "int64", **options: object
+) -> FaceIndex:
     """An empty in-memory index: ``exact``, ``hnsw``, or ``auto`` (HNSW from AUTO_HNSW_FROM faces)."""
     if kind == "auto":
         kind = "hnsw" if count >= AUTO_HNSW_FROM else "exact"

@@ -25,6 +25,8 @@ from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_fi
 #: rows of the exact matrix multiplied at once (bounds the (queries x rows) score block to ~64 MB)
 SCORE_BLOCK = 16_000_000
 META = "meta.json"
+#: float16 rows widened at once: small enough to stay in cache
+FLOAT16_BLOCK = 32_768
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:
@@ -116,12 +118,18 @@ class ExactIndex(FaceIndex):
                 self._size = last
             return len(rows)
 
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Copies of (keys, groups, vectors as float32) of every face, e.g. to build another index."""
+        with self._lock:
+            n = self._size
+            return self._keys[:n].copy(), self._groups[:n].copy(), self._matrix[:n].astype(np.float32)
+
     def _scores(self, queries: np.ndarray, n: int) -> np.ndarray:
         if self.dtype == np.float32:
             return queries @ self._matrix[:n].T
         # NumPy has no float16 BLAS: widen one block of rows at a time
         out = np.empty((len(queries), n), np.float32)
-        step = max(1, SCORE_BLOCK // max(len(queries), 1) // 4)
+        step = max(1, min(FLOAT16_BLOCK, SCORE_BLOCK // max(len(queries), 1)))
         for start in range(0, n, step):
             block = self._matrix[start : min(n, start + step)].astype(np.float32)
             out[:, start : start + len(block)] = queries @ block.T
@@ -174,7 +182,11 @@ class ExactIndex(FaceIndex):
         return index, meta
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "dtype": self.dtype.name, "memory_mapped": isinstance(self._matrix, np.memmap)}
+        return {
+            **super().describe(),
+            "dtype": self.dtype.name,
+            "memory_mapped": isinstance(self._matrix, np.memmap),
+        }
 
 
 def _hnswlib():  # type: ignore[no-untyped-def]  # hnswlib ships no type information
@@ -200,7 +212,7 @@ class HnswIndex(FaceIndex):
         *,
         key_dtype: np.dtype | str = np.int64,
         m: int = 16,
-        ef_construction: int = 200,
+        ef_construction: int = 100,
         ef_search: int = 96,
         threads: int = 1,
     ) -> None:

@@ -142,7 +142,10 @@ class PgvectorIndex(FaceIndex):
 
     def __len__(self) -> int:
         with self.db.engine.connect() as conn:
-            return int(conn.scalar(text(f"SELECT count(*) FROM {self.table} WHERE {self.filter_sql}"), self._owner()) or 0)
+            return int(
+                conn.scalar(text(f"SELECT count(*) FROM {self.table} WHERE {self.filter_sql}"), self._owner())
+                or 0
+            )
 
     def sync(self) -> int:
         """Fill the vector column of this owner's rows that lack it; returns how many were filled."""
@@ -150,23 +153,30 @@ class PgvectorIndex(FaceIndex):
             [f"{VECTOR_COLUMN} IS NULL", f"pack = {_pack_literal(self.pack)}"]
             + [f"{column} = :{column}" for column in self.where]
         )
-        filled = 0
+        filled, after = 0, None
         while True:
+            # walk the missing rows by key: rows skipped below (another embedding size) are not met again
+            page = f" AND {self.key_column} > :after" if after is not None else ""
+            sql = (
+                f"SELECT {self.key_column}, embedding FROM {self.table} WHERE {owner}{page} "
+                f"ORDER BY {self.key_column} LIMIT {BACKFILL_CHUNK}"
+            )
             with self.db.engine.begin() as conn:
-                rows = conn.execute(
-                    text(f"SELECT {self.key_column}, embedding FROM {self.table} WHERE {owner} LIMIT {BACKFILL_CHUNK}"),
-                    self._owner(),
-                ).all()
-                rows = [r for r in rows if r[1] is not None and len(r[1]) == 4 * self.dim]
+                rows = conn.execute(text(sql), {**self._owner(), "after": after}).all()
                 if not rows:
                     return filled
-                vectors = unit_rows(np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1))
-                self._write(conn, [r[0] for r in rows], vectors)
-                filled += len(rows)
+                after = rows[-1][0]
+                rows = [r for r in rows if r[1] is not None and len(r[1]) == 4 * self.dim]
+                if rows:
+                    vectors = np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
+                    self._write(conn, [r[0] for r in rows], unit_rows(vectors))
+                    filled += len(rows)
 
     def _write(self, conn: Connection, keys: list, vectors: np.ndarray) -> None:
         conn.execute(
-            text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = CAST(:v AS vector) WHERE {self.key_column} = :k"),
+            text(
+                f"UPDATE {self.table} SET {VECTOR_COLUMN} = CAST(:v AS vector) WHERE {self.key_column} = :k"
+            ),
             [{"k": k, "v": vector_literal(v)} for k, v in zip(keys, vectors, strict=True)],
         )
 
@@ -189,14 +199,16 @@ class PgvectorIndex(FaceIndex):
 
     def clear(self) -> None:
         with self.db.engine.begin() as conn:
-            conn.execute(text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = NULL WHERE {self.filter_sql}"), self._owner())
+            conn.execute(
+                text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = NULL WHERE {self.filter_sql}"), self._owner()
+            )
 
     def _top(self, conn: Connection, query: np.ndarray, limit: int | None) -> list:
         # the ORDER BY expression must be the indexed one for PostgreSQL to use the HNSW index
+        query_vector = f"CAST(:q AS vector({self.dim}))"
         sql = (
-            f"SELECT {self.key_column}, {self.group_column}, ({self.cast} <#> CAST(:q AS vector({self.dim}))) "
-            f"FROM {self.table} WHERE {self.filter_sql} "
-            f"ORDER BY {self.cast} <#> CAST(:q AS vector({self.dim}))"
+            f"SELECT {self.key_column}, {self.group_column}, ({self.cast} <#> {query_vector}) "
+            f"FROM {self.table} WHERE {self.filter_sql} ORDER BY {self.cast} <#> {query_vector}"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
@@ -213,7 +225,9 @@ class PgvectorIndex(FaceIndex):
                 while True:
                     # iterative scans keep walking the graph until the owner filter yields enough rows
                     conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-                    conn.execute(text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(fetch or 1000, 1000))}"))
+                    conn.execute(
+                        text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(fetch or 1000, 1000))}")
+                    )
                     rows = self._top(conn, query, fetch)
                     keys = np.array(
                         [r[0].encode() if isinstance(r[0], str) else r[0] for r in rows], self.key_dtype

@@ -17,6 +17,7 @@ import ctypes
 import hashlib
 import json
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class IndexOptions:
     hnsw_from: int = AUTO_HNSW_FROM
     snapshot_dir: Path | None = None
     snapshot_min_faces: int = SNAPSHOT_MIN_FACES
+    # auto: serve from the exact index at once and build the HNSW graph in a background thread
+    background_build: bool = True
 
     def __post_init__(self) -> None:
         if self.backend not in INDEX_CHOICES:
@@ -91,6 +94,8 @@ class ServiceCollection:
         self._lock = threading.RLock()
         self._checked = 0.0
         self._names: dict[int, str] = {}
+        self._generation = 0  # bumped by every full reload: a background build of an older one is dropped
+        self._builder: threading.Thread | None = None
         self.index: FaceIndex = ExactIndex(dim, key_dtype=KEY_DTYPE, dtype=self.options.exact_dtype)
         if self.options.backend == "pgvector":
             from faceatlas.index.pgvector import PgvectorIndex
@@ -141,7 +146,9 @@ class ServiceCollection:
     def _subject_names(self) -> dict[int, str]:
         with self.store.db.session() as s:
             rows = s.execute(
-                select(ServiceSubject.id, ServiceSubject.name).where(ServiceSubject.service_id == self.service_id)
+                select(ServiceSubject.id, ServiceSubject.name).where(
+                    ServiceSubject.service_id == self.service_id
+                )
             ).all()
         return {int(r[0]): r[1] for r in rows}
 
@@ -160,6 +167,10 @@ class ServiceCollection:
             return
         count = self.store.count_faces(service_id=self.service_id, pack=self.pack)
         kind = self._chosen_kind(count)
+        build_later = kind == "hnsw" and self.options.backend == "auto" and self.options.background_build
+        if build_later:
+            kind = "exact"
+        self._generation += 1
         started = time.perf_counter()
         self.index = (
             HnswIndex(self.dim, key_dtype=KEY_DTYPE)
@@ -175,10 +186,64 @@ class ServiceCollection:
         release_free_memory()
         log.info(
             "service %s: %d faces loaded into a %s index in %.1f s",
-            self.service_id, len(self.index), kind, time.perf_counter() - started,
+            self.service_id,
+            len(self.index),
+            kind,
+            time.perf_counter() - started,
         )
-        if len(self.index) >= self.options.snapshot_min_faces:
+        if build_later:
+            self._start_build()
+        elif len(self.index) >= self.options.snapshot_min_faces:
             self.persist()
+
+    def _start_build(self) -> None:
+        """Build the HNSW graph from the exact index in the background, then swap it in."""
+        if self._builder is not None and self._builder.is_alive():
+            return
+        if not isinstance(self.index, ExactIndex):
+            return
+        keys, groups, vectors = self.index.entries()
+        version, generation = self.version, self._generation
+
+        def build() -> None:
+            started = time.perf_counter()
+            graph = HnswIndex(self.dim, key_dtype=KEY_DTYPE, threads=1)
+            graph.reserve(len(keys) + len(keys) // 8)
+            for start in range(0, len(keys), 50_000):
+                stop = start + 50_000
+                graph.add(keys[start:stop], groups[start:stop], vectors[start:stop])
+            with self._lock:
+                if generation != self._generation:
+                    return  # a full reload happened meanwhile; it starts its own build
+                # catch up with what was written while the graph was being built
+                changes = self.store.changes_since(self.service_id, version)
+                if changes is not None:
+                    if changes.reload:
+                        return
+                    graph.remove(np.array([f.encode() for f in changes.deleted | changes.added], KEY_DTYPE))
+                    if changes.added:
+                        rows = self.store.load_faces(self.service_id, self.pack, changes.added)
+                        if len(rows.ids) and rows.embeddings.shape[1] == self.dim:
+                            graph.add(np.array(rows.ids, KEY_DTYPE), rows.subject_ids, rows.embeddings)
+                            self._names.update(rows.subjects)
+                    self.version = changes.version
+                self.index = graph
+                log.info(
+                    "service %s: HNSW graph of %d faces built in %.0f s",
+                    self.service_id,
+                    len(graph),
+                    time.perf_counter() - started,
+                )
+                self.persist()
+
+        self._builder = threading.Thread(target=build, name=f"hnsw-build-{self.service_id}", daemon=True)
+        self._builder.start()
+
+    def wait_for_build(self, timeout: float | None = None) -> None:
+        """Block until a background HNSW build (if any) has finished."""
+        builder = self._builder
+        if builder is not None:
+            builder.join(timeout)
 
     def _add(self, rows: FaceRows) -> None:
         if len(rows.ids) == 0 or rows.embeddings.shape[1] != self.dim:
@@ -200,7 +265,7 @@ class ServiceCollection:
         """Open the newest snapshot of this service, if one matches; the caller then replays the log."""
         if self.pgvector or self.options.snapshot_dir is None:
             return False
-        kinds = ("exact", "hnsw") if self.options.backend == "auto" else (self.options.backend,)
+        kinds = ("hnsw", "exact") if self.options.backend == "auto" else (self.options.backend,)
         for kind in kinds:
             folder = self._snapshot_folder(kind)
             if folder is None or not (folder / META).is_file():
@@ -217,12 +282,21 @@ class ServiceCollection:
                     else ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]
                 )
             except (OSError, ValueError, KeyError) as exc:
-                log.warning("service %s: snapshot %s unreadable (%s); reloading", self.service_id, folder, exc)
+                log.warning(
+                    "service %s: snapshot %s unreadable (%s); reloading", self.service_id, folder, exc
+                )
                 continue
             self.index = index
             self._names = {int(k): v for k, v in meta["names"].items()}
             self.version = self._saved_version = int(meta["version"])
             log.info("service %s: opened %s snapshot of %d faces", self.service_id, kind, len(index))
+            if (
+                kind == "exact"
+                and self.options.backend == "auto"
+                and self.options.background_build
+                and len(index) >= self.options.hnsw_from
+            ):
+                self._start_build()
             return True
         return False
 
@@ -235,6 +309,11 @@ class ServiceCollection:
             extra = {"version": self.version, "created": self._service_created(), "names": self._names}
             self.index.save(folder, extra)  # type: ignore[attr-defined]
             self._saved_version = self.version
+            # the other kind's snapshot is now older than this one
+            for other in ("exact", "hnsw"):
+                stale = self._snapshot_folder(other)
+                if other != self.index.kind and stale is not None and stale.exists():
+                    shutil.rmtree(stale, ignore_errors=True)
             if isinstance(self.index, ExactIndex) and not isinstance(self.index._matrix, np.memmap):
                 # map the file we just wrote: other workers opening it share these pages
                 self.index = ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]

@@ -58,7 +58,9 @@ def snapshot_folder(db: Database, pack: str, kind: str) -> Path:
 class LibraryIndex:
     """The faces of one pack in a library, kept in step with the database by its fingerprint."""
 
-    def __init__(self, db: Database, pack: str, *, backend: str = "auto", hnsw_from: int = AUTO_HNSW_FROM) -> None:
+    def __init__(
+        self, db: Database, pack: str, *, backend: str = "auto", hnsw_from: int = AUTO_HNSW_FROM
+    ) -> None:
         if backend not in ("exact", "hnsw", "pgvector", "auto"):
             raise IndexSettingError(f"index must be exact, hnsw, pgvector or auto, not {backend!r}")
         self.db, self.pack, self.backend, self.hnsw_from = db, pack, backend, hnsw_from
@@ -70,8 +72,11 @@ class LibraryIndex:
     def _fingerprint(self) -> list[Any]:
         with self.db.session() as s:
             count, total, top = s.execute(
-                select(func.count(Face.id), func.coalesce(func.sum(Face.id), 0), func.coalesce(func.max(Face.id), 0))
-                .where(Face.pack == self.pack, Face.embedding.is_not(None))
+                select(
+                    func.count(Face.id),
+                    func.coalesce(func.sum(Face.id), 0),
+                    func.coalesce(func.max(Face.id), 0),
+                ).where(Face.pack == self.pack, Face.embedding.is_not(None))
             ).one()
             newest = s.scalar(select(func.max(Photo.indexed_at)))
         return [int(count), int(total), int(top), newest.isoformat() if newest else ""]
@@ -79,7 +84,9 @@ class LibraryIndex:
     def _dim(self) -> int | None:
         with self.db.session() as s:
             size = s.scalar(
-                select(func.length(Face.embedding)).where(Face.pack == self.pack, Face.embedding.is_not(None)).limit(1)
+                select(func.length(Face.embedding))
+                .where(Face.pack == self.pack, Face.embedding.is_not(None))
+                .limit(1)
             )
         return None if size is None else int(size) // 4
 
@@ -147,7 +154,12 @@ class LibraryIndex:
         if dim is not None:
             self._load_rows(index)
         self.index = index
-        log.info("library: %d faces loaded into a %s index in %.1f s", len(index), kind, time.perf_counter() - started)
+        log.info(
+            "library: %d faces loaded into a %s index in %.1f s",
+            len(index),
+            kind,
+            time.perf_counter() - started,
+        )
 
     def _kinds(self) -> tuple[str, ...]:
         return ("exact", "hnsw") if self.backend == "auto" else (self.backend,)
@@ -198,7 +210,10 @@ class LibraryIndex:
         return hits.keys.astype(np.int64), hits.cosines
 
     def describe(self) -> dict[str, object]:
-        return {"library": True, **(self.index.describe() if self.index else {"backend": self.backend, "faces": 0})}
+        return {
+            "library": True,
+            **(self.index.describe() if self.index else {"backend": self.backend, "faces": 0}),
+        }
 
 
 _open_indexes: dict[tuple[str, str, str], LibraryIndex] = {}
@@ -240,7 +255,9 @@ def search_by_embedding(
     return hits
 
 
-def search_by_image(db: Database, engine: Any, image: Any, *, top: int = 20, index: str = "auto") -> list[SearchHit]:
+def search_by_image(
+    db: Database, engine: Any, image: Any, *, top: int = 20, index: str = "auto"
+) -> list[SearchHit]:
     """Search with the largest face of ``image`` (anything ``engine.analyze`` accepts)."""
     faces = engine.analyze(image, limit=1)
     if not faces or faces[0].embedding is None:
