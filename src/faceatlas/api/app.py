@@ -13,7 +13,7 @@ import anyio
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from faceatlas.api.collections import Collections
+from faceatlas.api.collections import Collections, IndexOptions
 from faceatlas.api.errors import install_handlers
 from faceatlas.api.middleware import ApiOnlyCors, BodyLimit, CatchUnexpected, ConcurrencyLimit
 from faceatlas.api.migration import Migration
@@ -53,6 +53,14 @@ def load_engine(settings: Settings) -> Engine:
     return Engine(settings.pack, providers=providers, threads=settings.engine_threads or ADAPTIVE_THREADS)
 
 
+def index_options(settings: Settings) -> IndexOptions:
+    from faceatlas.index.service import snapshot_root
+
+    return IndexOptions(
+        backend=settings.index, snapshot_dir=snapshot_root(settings.data_dir, settings.database_url)
+    )
+
+
 def build_state(settings: Settings, engine: Engine | None = None, db: Database | None = None) -> ServerState:
     engine = engine or load_engine(settings)
     db = db or Database.open(settings.database_url)
@@ -62,7 +70,9 @@ def build_state(settings: Settings, engine: Engine | None = None, db: Database |
         engine=engine,
         db=db,
         store=store,
-        collections=Collections(store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval),
+        collections=Collections(
+            store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval, index_options(settings)
+        ),
         limiter=anyio.CapacityLimiter(settings.inference_limit),
         decode_budget=DecodeBudget(settings.decode_memory),
     )
@@ -91,6 +101,8 @@ def create_app(
         try:
             yield
         finally:
+            # snapshot the big in-memory indexes, so the next start replays only newer changes
+            state.collections.persist()
             if state.migration.running:
                 state.migration.join(timeout=5)
             if db is None:

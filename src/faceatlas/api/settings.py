@@ -47,6 +47,7 @@ class Settings:
     body_timeout: float = 60.0
     keep_alive_timeout: float = 5.0
     sync_interval: float = 0.2  # seconds between version polls of the shared database
+    index: str = "auto"  # face index backend: exact | hnsw | pgvector | auto (faceatlas.index)
     admin_token: str | None = None
 
     @property

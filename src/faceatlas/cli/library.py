@@ -288,13 +288,21 @@ def _int(text: str) -> int:
 @library_option
 @pack_option
 @click.option("--top", type=int, default=20, show_default=True)
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Face index (kept beside the library, reopened by the next search).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def search(face_image: Path, library: str | None, pack: str, top: int, as_json: bool) -> None:
+def search(face_image: Path, library: str | None, pack: str, top: int, index: str, as_json: bool) -> None:
     """Photos that contain the person in FACE_IMAGE, best first."""
     from faceatlas.library.search import search_by_image
 
     db = _open(library)
-    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top)
+    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top, index=index)
     if as_json:
         click.echo(
             json.dumps(

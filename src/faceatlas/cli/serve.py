@@ -55,6 +55,13 @@ from faceatlas.web.context import WebConfig
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A folder whose photos the web app may index (repeatable); nothing outside is allowed.",
 )
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default=None,
+    help="Face index: exact product, HNSW graph, pgvector in PostgreSQL, or auto (HNSW from 200 000 faces).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -72,6 +79,7 @@ def serve(
     keep_alive_timeout: float | None,
     libraries: tuple[str, ...],
     photos_roots: tuple[Path, ...],
+    index: str | None,
     log_level: str,
 ) -> None:
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
@@ -93,6 +101,7 @@ def serve(
         header_timeout=header_timeout,
         body_timeout=body_timeout,
         keep_alive_timeout=keep_alive_timeout,
+        index=index,
     )
     # refuse an unknown or missing pack here, in one line, before the server starts and loads it
     require_installed(get_pack(settings.pack), model_dir())
@@ -105,7 +114,9 @@ def serve(
     token, token_file = settings.resolve_admin_token()
     db_hint = "" if settings.database is None else " --database URL"
     click.echo(f"faceatlas: CompreFace-compatible API on http://{settings.host}:{settings.port}/api/v1")
-    click.echo(f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}")
+    click.echo(
+        f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}   index: {settings.index}"
+    )
     click.echo(
         f"  web app: http://{settings.host}:{settings.port}/ (log in with the admin token or the password"
     )

@@ -75,6 +75,7 @@ async def status(state: State) -> JSONResponse:
             "calculator_version": pack.id,
             "similarity_coefficients": [pack.c0, pack.c1],
             "available_plugins": plugins,
+            "index": state.collections.describe(),
         }
     )
 
