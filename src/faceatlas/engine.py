@@ -19,6 +19,7 @@ from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
 from faceatlas.models.attributes import DlibAgeGender, InsightFaceGenderAge, Landmarks106, estimate_pose
 from faceatlas.models.convert import converted_model
 from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
+from faceatlas.models.mask import MaskClassifier, converted_mask_model, mask_model_available
 from faceatlas.models.packs import PackSpec, bundled_file, get_pack
 from faceatlas.models.recognition import Recognizer
 from faceatlas.models.runtime import resolve_providers
@@ -26,7 +27,7 @@ from faceatlas.models.store import cache_dir, locate
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
-KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
+KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106", "mask")
 ENGINE_STAGES = ("decode", "detect", "align", "embed", "attributes")
 
 
@@ -104,6 +105,9 @@ class Engine:
         )
         self.age_gender: DlibAgeGender | InsightFaceGenderAge | None = None
         self.landmarks106: Landmarks106 | None = None
+        self.mask: MaskClassifier | None = None
+        if attributes and mask_model_available():
+            self.mask = MaskClassifier(converted_mask_model(converted), self.providers, threads=threads)
         if attributes:
             if spec.origin == "bundled":
                 self.age_gender = DlibAgeGender(
@@ -127,6 +131,8 @@ class Engine:
             plugins += ["age", "gender"]
         if self.landmarks106 is not None:
             plugins.append("landmarks2d106")
+        if self.mask is not None:
+            plugins.append("mask")
         self.pack = PackInfo(
             id=spec.name,
             version=spec.version,
@@ -234,7 +240,7 @@ class Engine:
         results = []
         with clock("attributes"):
             for d, dets, vectors in zip(decoded, found, embeddings, strict=True):
-                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose"}))
+                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose", "mask"}))
         if timings is not None and results:
             self._per_face_timings(results, clock.last)
         return results
@@ -317,6 +323,11 @@ class Engine:
             if "pose" in wanted
             else [None] * n
         )
+        masks = (
+            self.mask.predict(decoded.rgb, found.boxes)
+            if self.mask is not None and "mask" in wanted
+            else [None] * n
+        )
         width, height = decoded.original_size
         boxes = found.boxes * decoded.scale
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
@@ -333,6 +344,7 @@ class Engine:
                 gender=genders[i],
                 pose=poses[i],
                 landmarks106=None if points106 is None else points106[i],
+                mask=masks[i],
             )
             for i in range(n)
         ]
