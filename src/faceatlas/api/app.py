@@ -107,6 +107,9 @@ def create_app(
     install_handlers(app)
     for router in (recognition.router, detection.router, verification.router, misc.router, admin.router):
         app.include_router(router)
+    from faceatlas.web import mount as mount_web  # the owner's web app and library API (faceatlas.web)
+
+    mount_web(app, settings)
     return app
 
 

@@ -270,12 +270,9 @@ def person(
 
 
 def _thumbnail_dir(url: str) -> Path:
-    """One cache folder per library, so face ids of different libraries never collide."""
-    import hashlib
+    from faceatlas.library.thumbnails import library_cache_dir
 
-    from faceatlas.models.store import cache_dir
-
-    return cache_dir() / "thumbnails" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    return library_cache_dir(url, "thumbnails")
 
 
 def _need(values: tuple[str, ...], n: int, usage: str) -> None:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "search": "faceatlas.cli.library:search",
     "export": "faceatlas.cli.library:export",
     "eval": "faceatlas.cli.evaluate:eval_group",
+    "web": "faceatlas.cli.web:web",
 }
 
 

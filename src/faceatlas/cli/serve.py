@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from faceatlas.api.settings import MB, Settings
+from faceatlas.web.context import WebConfig
 
 
 @click.command()
@@ -33,6 +34,20 @@ from faceatlas.api.settings import MB, Settings
     default=None,
     help="ONNX Runtime threads per engine call (default 1; 0: cores).",
 )
+@click.option(
+    "--library",
+    "libraries",
+    multiple=True,
+    metavar="PATH|URL",
+    help="A photo library the web app shows, besides the one in the data folder (repeatable).",
+)
+@click.option(
+    "--photos-root",
+    "photos_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder whose photos the web app may index (repeatable); nothing outside is allowed.",
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     host: str | None,
@@ -45,6 +60,8 @@ def serve(
     max_file_size: float | None,
     inference_threads: int | None,
     engine_threads: int | None,
+    libraries: tuple[str, ...],
+    photos_roots: tuple[Path, ...],
     log_level: str,
 ) -> None:
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
@@ -66,10 +83,17 @@ def serve(
     )
     # migrate once here, so that worker processes never race on the schema
     Database.open(settings.database_url).dispose()
+    # the web app of every worker process reads its libraries and photo roots from the environment
+    web_config = WebConfig(Path(settings.data_dir), libraries, tuple(p.resolve() for p in photos_roots))
+    os.environ.update(web_config.to_env())
     token, token_file = settings.resolve_admin_token()
     db_hint = "" if settings.database is None else " --database URL"
     click.echo(f"faceatlas: CompreFace-compatible API on http://{settings.host}:{settings.port}/api/v1")
     click.echo(f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}")
+    click.echo(
+        f"  web app: http://{settings.host}:{settings.port}/ (log in with the admin token or the password"
+    )
+    click.echo("    set with `faceatlas web set-password`)")
     click.echo(f"  API docs: http://{settings.host}:{settings.port}/docs")
     click.echo(
         f"  get an API key: faceatlas services create --name NAME --type recognition"

@@ -15,6 +15,15 @@ from faceatlas.library.tables import Face, Photo
 from faceatlas.storage import Database
 
 
+def library_cache_dir(url: str, kind: str = "thumbnails") -> Path:
+    """One cache folder per library and kind, so face and photo ids of different libraries never collide."""
+    import hashlib
+
+    from faceatlas.models.store import cache_dir
+
+    return cache_dir() / kind / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
 class ThumbnailError(FaceAtlasError, LookupError):
     """The face does not exist or its photo can no longer be read."""
 
