@@ -33,9 +33,9 @@ from faceatlas.models.runtime import inference_scope, resolve_providers
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
-KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
+KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106", "mask")
 # Which DetectedFace field holds each attribute plugin's value.
-PLUGIN_FIELDS = {"age": "age", "gender": "gender", "landmarks2d106": "landmarks106"}
+PLUGIN_FIELDS = {"age": "age", "gender": "gender", "landmarks2d106": "landmarks106", "mask": "mask"}
 # Plugins whose values are points in the detector's image, mapped to original pixels like the boxes.
 POINT_PLUGINS = frozenset({"landmarks2d106"})
 ENGINE_STAGES = ("decode", "detect", "align", "embed", "attributes")
@@ -212,7 +212,7 @@ class Engine:
         results = []
         with clock("attributes"):
             for d, dets, vectors in zip(decoded, found, embeddings, strict=True):
-                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose"}))
+                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose", "mask"}))
         if timings is not None and results:
             self._per_face_timings(results, clock.last)
         return results
@@ -253,6 +253,10 @@ class Engine:
         distance = np.linalg.norm(np.asarray(a) - np.asarray(b), axis=-1)
         value = compreface_similarity(distance, self.pack.c0, self.pack.c1)
         return float(value) if np.ndim(value) == 0 else value
+
+    def attribute_model(self, plugin: str) -> AttributeModel | None:
+        """The loaded model that answers ``plugin`` (``"age"``, ``"mask"`` ...), if the pack has one."""
+        return next((m for m in self.attribute_models if plugin in m.provides), None)
 
     def is_same_person(self, a: np.ndarray, b: np.ndarray) -> bool:
         return float(np.dot(a, b)) >= self.pack.threshold

@@ -18,7 +18,7 @@ IMAGE_HEADERS = {"Cache-Control": "public, max-age=31536000"}
 
 # CompreFace skips these plugins when detection is off (CORE/constants.py SKIPPED_PLUGINS)
 _SKIPPED_WITHOUT_DETECTION = {"pose", "mask"}
-_ATTRIBUTE_PLUGINS = ("age", "gender", "pose", "landmarks2d106")
+_ATTRIBUTE_PLUGINS = ("age", "gender", "pose", "landmarks2d106", "mask")
 
 
 def engine_plugins(query: FaceQuery) -> tuple[str, ...]:
@@ -75,6 +75,8 @@ def face_json(face: DetectedFace, query: FaceQuery, *, round_probability: bool) 
             "roll": round(float(face.pose.roll), 5),
             "yaw": round(float(face.pose.yaw), 5),
         }
+    if "mask" in requested and face.mask is not None:
+        out["mask"] = {"probability": round_half_up(face.mask.probability), "value": face.mask.value}
     if CALCULATOR in requested and face.embedding is not None:
         out["embedding"] = [float(v) for v in face.embedding]
     if query.status:

@@ -107,3 +107,58 @@ def delete(service: str, yes: bool, database: str | None, data_dir: Path | None)
     except ServiceNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"deleted service {record.name!r}")
+
+
+@services.command("import-library")
+@click.option(
+    "--library", "library_location", required=True, help="Library folder, .db file or database URL."
+)
+@click.option("--service", "service", required=True, help="Recognition service (name or id) to publish into.")
+@click.option("--person", "people", multiple=True, help="Only this person (name or id); repeatable.")
+@click.option(
+    "--faces-per-person",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Best faces stored per person (largest, sharpest, most frontal, most different).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_db_options
+def import_library(
+    library_location: str,
+    service: str,
+    people: tuple[str, ...],
+    faces_per_person: int,
+    as_json: bool,
+    database: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Publish a library's named people as subjects of SERVICE; re-running applies only what changed."""
+    from faceatlas.errors import FaceAtlasError
+    from faceatlas.library.publish import publish_library
+    from faceatlas.library.store import open_library
+
+    store = _store(database, data_dir)
+    try:
+        report = publish_library(
+            open_library(library_location),
+            store,
+            service,
+            people=list(people) or None,
+            faces_per_person=faces_per_person,
+        )
+    except (FaceAtlasError, ServiceNotFoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "changed": report.changed}))
+        return
+    for person in report.people:
+        if person.skipped:
+            click.echo(f"{person.name}: skipped ({person.skipped})")
+            continue
+        renamed = f", renamed from {person.renamed_from!r}" if person.renamed_from else ""
+        click.echo(f"{person.name}: +{person.added} -{person.removed} faces{renamed}")
+    for name in report.deleted_subjects:
+        click.echo(f"{name}: subject deleted (no longer a named person of the library)")
+    if not report.changed:
+        click.echo("nothing changed")

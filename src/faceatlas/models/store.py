@@ -54,7 +54,7 @@ def source_path(spec: PackSpec, file: ModelFile, root: Path) -> Path:
         if not path.is_file():
             raise ModelNotInstalledError(f"model file not found: {path}")
         return path
-    if spec.origin == "bundled":
+    if spec.origin == "bundled" or file.in_wheel:
         return bundled_file(file.filename)
     path = pack_path(spec, root) / file.filename
     if not path.is_file():
@@ -69,6 +69,10 @@ def resolve_file(spec: PackSpec, file: ModelFile, root: Path) -> Path:
     """The path ONNX Runtime loads for one of a pack's files: the one place that knows whether a file is
     bundled, downloaded or needs a one-time conversion (int8 block-quantized files are folded and cached)."""
     path = source_path(spec, file, root)
+    if file.keras_hdf5:
+        from faceatlas.models.mask import converted_mask_model
+
+        return converted_mask_model(cache_dir() / "converted", path, expected_sha256=file.sha256)
     if not file.fold_quantized:
         return path
     return converted_model(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -357,9 +357,19 @@ class ServiceStore:
         )
 
     def add_face(
-        self, service_id: int, subject: str, embedding: np.ndarray, pack: str, image: bytes | None = None
+        self,
+        service_id: int,
+        subject: str,
+        embedding: np.ndarray,
+        pack: str,
+        image: bytes | None = None,
+        *,
+        also: Callable[[Session, str, int], None] | None = None,
     ) -> tuple[str, int]:
-        """Store one face under ``subject`` (created when new); returns (image_id, version)."""
+        """Store one face under ``subject`` (created when new); returns (image_id, version).
+
+        ``also(session, image_id, subject_id)`` runs in the same transaction (e.g. to record where the
+        face came from), so the face and that record are committed together or not at all."""
         face_id = str(uuid.uuid4())
         with self.db.session() as s:
             version = self._bump(s, service_id)
@@ -380,6 +390,9 @@ class ServiceStore:
             if image is not None:
                 s.flush()
                 s.add(ServiceImage(face_id=face_id, data=image))
+            if also is not None:
+                s.flush()
+                also(s, face_id, row.id)
             self._log(s, service_id, version, "add", [face_id])
         return face_id, version
 
