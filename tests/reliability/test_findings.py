@@ -354,7 +354,8 @@ def test_booleans_are_not_embeddings_and_413_and_503_have_compreface_bodies(
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
         f"POST {RECOGNIZE} HTTP/1.1\r\nHost: x\r\nx-api-key: {server.key['x-api-key']}\r\n"
-        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {11 * 1024 * 1024}\r\n\r\n".encode()
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {11 * 1024 * 1024}\r\n\r\n".encode()
         + b"--b\r\n"
     )
     head, _, body = read_response(sock).partition(b"\r\n\r\n")
