@@ -128,6 +128,10 @@ def test_idle_and_slow_sockets_do_not_deny_service(
     assert statuses == [200] * 6
 
     time.sleep(2 + 2)  # the header deadline (2 s) and a margin
+    # the idle keep-alive connection of the client is closed too (--keep-alive-timeout 2)
+    assert client.conn.sock is not None
+    client.conn.sock.settimeout(2)
+    assert client.conn.sock.recv(1) == b""
     closed = 0
     for sock in idle:
         sock.settimeout(2)
