@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from faceatlas.cli.main import cli
-from faceatlas.library.people import ClusterOptions, cluster_library, remove_face, rename_person
+from faceatlas.library.clustering import ClusterOptions, cluster_library
+from faceatlas.library.people import remove_face, rename_person
 from faceatlas.library.pipeline import IndexOptions, index_library
 from faceatlas.library.publish import PackMismatchError, PublishError, publish_library
 from faceatlas.library.store import open_library

@@ -77,6 +77,7 @@ __all__ = [
     "DecodedImage",
     "ImageSource",
     "decode_image",
+    "decode_memory",
     "probe_image",
     "read_exif_datetime",
 ]
@@ -197,23 +198,58 @@ class DecodeBudget:
         self.large_in_use = 0
         self._changed = threading.Condition()
 
+    def _fits(self, nbytes: int) -> bool:
+        if self.in_use + nbytes > self.total:
+            return False
+        return nbytes <= self.small or self.large_in_use + nbytes <= self.max_single
+
+    def try_acquire(self, nbytes: int) -> bool:
+        """Reserve ``nbytes`` if they are free now (for callers that wait their own way, e.g. an
+        event loop, instead of blocking a thread); pair with :meth:`release`."""
+        with self._changed:
+            if not self._fits(nbytes):
+                return False
+            self.in_use += nbytes
+            self.large_in_use += nbytes if nbytes > self.small else 0
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self._changed:
+            self.in_use -= nbytes
+            self.large_in_use -= nbytes if nbytes > self.small else 0
+            self._changed.notify_all()
+
     @contextlib.contextmanager
     def hold(self, nbytes: int) -> Iterator[None]:
-        large = nbytes > self.small
+        """Reserve ``nbytes`` for the block, waiting (in this thread) until they are free."""
         with self._changed:
-            while self.in_use + nbytes > self.total or (
-                large and self.large_in_use + nbytes > self.max_single
-            ):
+            while not self._fits(nbytes):
                 self._changed.wait()
             self.in_use += nbytes
-            self.large_in_use += nbytes if large else 0
+            self.large_in_use += nbytes if nbytes > self.small else 0
         try:
             yield
         finally:
-            with self._changed:
-                self.in_use -= nbytes
-                self.large_in_use -= nbytes if large else 0
-                self._changed.notify_all()
+            self.release(nbytes)
+
+
+def decode_memory(
+    source: bytes | bytearray | memoryview,
+    *,
+    target_size: int | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_memory: int | None = None,
+) -> int:
+    """Bytes of working memory :func:`decode_image` would need for ``source``, from the header only
+    (after the JPEG DCT reduction ``target_size`` allows). Raises ``DecompressionBombError`` when that is
+    over ``max_memory``, and the other typed image errors for inputs that are not images."""
+    data, label = _read_source(source, max_bytes)
+    with _pillow_errors(data, label), _open(io.BytesIO(data)) as im:
+        width, height = im.size
+        _draft(im, target_size)
+        needed = _working_memory(im, (width, height), target_size)
+        _MemoryLimits(max_memory, None).check(needed, f"{width}x{height} {im.mode}")
+        return needed
 
 
 def decode_image(
@@ -455,7 +491,7 @@ class _MemoryLimits:
     max_memory: int | None
     budget: DecodeBudget | None
 
-    def held(self, nbytes: int, describe: str) -> contextlib.AbstractContextManager[None]:
+    def check(self, nbytes: int, describe: str) -> None:
         limit = self.max_memory
         if self.budget is not None:
             limit = self.budget.max_single if limit is None else min(limit, self.budget.max_single)
@@ -464,6 +500,9 @@ class _MemoryLimits:
                 f"image is {describe}: decoding it needs about {nbytes / 1e6:.0f} MB of memory, "
                 f"over the {limit / 1e6:.0f} MB limit"
             )
+
+    def held(self, nbytes: int, describe: str) -> contextlib.AbstractContextManager[None]:
+        self.check(nbytes, describe)
         return self.budget.hold(nbytes) if self.budget is not None else contextlib.nullcontext()
 
 
@@ -529,14 +568,7 @@ def _decode_pillow(
         )
     image_format = im.format or "array"
 
-    scale = 1.0
-    if allow_draft and target_size is not None and image_format in _DCT_FORMATS:
-        factor = _dct_factor(max(width, height), target_size)
-        if factor > 1:
-            # Pillow picks the largest of 8/4/2 that keeps both sides >= the requested size
-            drafted = im.draft("RGB", (max(1, width // factor), max(1, height // factor)))
-            if drafted is not None:
-                scale = float(round(width / drafted[1][2]))
+    scale = _draft(im, target_size) if allow_draft else 1.0
     needed = _working_memory(im, (width, height), target_size)
     with limits.held(needed, f"{width}x{height} {im.mode}"):
         im.load()
@@ -588,18 +620,33 @@ def _decode_jpeg_opencv(
     needed = 2 * 3 * -(-width // factor) * -(-height // factor)
     with limits.held(needed, f"{width}x{height} JPEG"):
         rgb = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if rgb is None or rgb.shape != (-(-height // factor), -(-width // factor), 3):
-        return None
-    scale = float(factor)
-    if target_size is not None and factor == 1 and max(rgb.shape[:2]) > 2 * target_size:
-        rgb, scale = _shrink(rgb, target_size)
-    orientation = _orientation(im)
+        if rgb is None or rgb.shape != (-(-height // factor), -(-width // factor), 3):
+            return None
+        scale = float(factor)
+        if target_size is not None and factor == 1 and max(rgb.shape[:2]) > 2 * target_size:
+            rgb, scale = _shrink(rgb, target_size)
+        orientation = _orientation(im)
+        upright = _apply_orientation(rgb, orientation)
     return DecodedImage(
-        rgb=_read_only(_apply_orientation(rgb, orientation)),
+        rgb=_read_only(upright),
         scale=scale,
         original_size=_upright_size((width, height), orientation),
         format="JPEG",
     )
+
+
+def _draft(im: Image.Image, target_size: int | None) -> float:
+    """Ask libjpeg to decode a JPEG reduced towards ``target_size``; the scale it chose (1.0: none)."""
+    width, height = im.size
+    if target_size is None or im.format not in _DCT_FORMATS:
+        return 1.0
+    factor = _dct_factor(max(width, height), target_size)
+    if factor > 1:
+        # Pillow picks the largest of 8/4/2 that keeps both sides >= the requested size
+        drafted = im.draft("RGB", (max(1, width // factor), max(1, height // factor)))
+        if drafted is not None:
+            return float(round(width / drafted[1][2]))
+    return 1.0
 
 
 def _dct_factor(long_side: int, target_size: int) -> int:

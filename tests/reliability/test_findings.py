@@ -128,6 +128,10 @@ def test_idle_and_slow_sockets_do_not_deny_service(
     assert statuses == [200] * 6
 
     time.sleep(2 + 2)  # the header deadline (2 s) and a margin
+    # the idle keep-alive connection of the client is closed too (--keep-alive-timeout 2)
+    assert client.conn.sock is not None
+    client.conn.sock.settimeout(2)
+    assert client.conn.sock.recv(1) == b""
     closed = 0
     for sock in idle:
         sock.settimeout(2)
@@ -354,7 +358,8 @@ def test_booleans_are_not_embeddings_and_413_and_503_have_compreface_bodies(
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     sock.sendall(
         f"POST {RECOGNIZE} HTTP/1.1\r\nHost: x\r\nx-api-key: {server.key['x-api-key']}\r\n"
-        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {11 * 1024 * 1024}\r\n\r\n".encode()
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {11 * 1024 * 1024}\r\n\r\n".encode()
         + b"--b\r\n"
     )
     head, _, body = read_response(sock).partition(b"\r\n\r\n")

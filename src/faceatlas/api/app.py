@@ -19,7 +19,7 @@ from faceatlas.api.middleware import ApiOnlyCors, BodyLimit, CatchUnexpected, Co
 from faceatlas.api.migration import Migration
 from faceatlas.api.routes import admin, detection, misc, recognition, verification
 from faceatlas.api.settings import Settings
-from faceatlas.api.state import ServerState
+from faceatlas.api.state import DecodeGate, ServerState
 from faceatlas.images import DecodeBudget
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceStore
@@ -74,7 +74,7 @@ def build_state(settings: Settings, engine: Engine | None = None, db: Database |
             store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval, index_options(settings)
         ),
         limiter=anyio.CapacityLimiter(settings.inference_limit),
-        decode_budget=DecodeBudget(settings.decode_memory),
+        decode_gate=DecodeGate(DecodeBudget(settings.decode_memory)),
     )
     state.migration = Migration(state)
     state.admin_token = settings.resolve_admin_token()[0]

@@ -19,7 +19,7 @@ from faceatlas.api.responses import engine_plugins
 from faceatlas.api.state import ServerState
 from faceatlas.errors import ImageError, ImageTooLargeError
 from faceatlas.face import DetectedFace
-from faceatlas.images import DecodedImage, decode_image
+from faceatlas.images import DecodedImage, decode_image, decode_memory
 
 T = TypeVar("T")
 
@@ -34,22 +34,21 @@ async def run_blocking(
 async def analyze(
     state: ServerState, data: bytes, query: FaceQuery, *, embed: bool, limit: int | None = None
 ) -> list[DetectedFace]:
-    """Faces of one image. Decoding runs first, under the process's memory budget but outside the
-    inference limiter, so that a huge image waiting for memory never holds an inference slot that an
-    ordinary request needs; the engine then gets the decoded pixels."""
+    """Faces of one image. Decoding runs first, under the process's memory budget (waited for on the
+    event loop) and outside the inference limiter, so that a huge image waiting for memory holds
+    neither a thread nor an inference slot that an ordinary request needs; the engine then gets the
+    decoded pixels."""
     plugins = engine_plugins(query)
     limit = query.limit if limit is None else limit
     timings: dict[str, float] | None = {} if query.status else None
 
+    target_size = state.engine.decode_size
+    max_bytes = state.settings.max_file_size
+    max_memory = state.decode_gate.budget.max_single
+
     def decode() -> tuple[DecodedImage, float]:
         started = time.perf_counter()
-        decoded = decode_image(
-            data,
-            target_size=state.engine.decode_size,
-            max_bytes=state.settings.max_file_size,
-            max_memory=state.settings.decode_memory,
-            budget=state.decode_budget,
-        )
+        decoded = decode_image(data, target_size=target_size, max_bytes=max_bytes, max_memory=max_memory)
         return decoded, time.perf_counter() - started
 
     def work(decoded: DecodedImage) -> list[DetectedFace]:
@@ -64,7 +63,12 @@ async def analyze(
         )
 
     try:
-        decoded, decode_seconds = await run_blocking(decode)
+        # the header says how much memory the decode needs; a bomb is refused here, before any pixel
+        needed = await run_blocking(
+            lambda: decode_memory(data, target_size=target_size, max_bytes=max_bytes, max_memory=max_memory)
+        )
+        async with state.decode_gate.hold(needed):
+            decoded, decode_seconds = await run_blocking(decode)
         faces = await run_blocking(work, decoded, limiter=state.limiter)
     except ImageTooLargeError as exc:
         raise ApiError(413, 0, str(exc) or "The image is too large") from None

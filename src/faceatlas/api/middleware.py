@@ -4,8 +4,8 @@
   admin actions and web pages never answer cross-origin requests.
 - :class:`ConcurrencyLimit`: at most N requests in the app at once, more get a CompreFace-style 503.
   uvicorn's own ``limit_concurrency`` counts *connections*, so idle sockets would deny service.
-- :class:`BodyLimit`: a body is refused with 413 as soon as it passes the limit (declared or
-  streamed), so no more than the limit is ever buffered.
+- :class:`BodyLimit`: a body sent to the CompreFace or admin API is refused with 413 as soon as it
+  passes the limit (declared or streamed), so no more than the limit is ever buffered.
 - :class:`CatchUnexpected`: any unforeseen error becomes CompreFace's 400 code 0 on a connection that
   stays usable; Starlette's last-resort handler would re-raise, and uvicorn then drops the connection.
 """
@@ -70,12 +70,16 @@ class ConcurrencyLimit:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    """The request-size limit of the CompreFace API (``max_request_size``) and the admin API; other
+    mounts (the web app's photo uploads) set limits of their own per file."""
+
+    def __init__(self, app: ASGIApp, limit: int, prefixes: tuple[str, ...] = ("/api/v1/", "/admin/")) -> None:
         self.app = app
         self.limit = limit
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not scope.get("path", "").startswith(self.prefixes):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")

@@ -6,6 +6,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -39,6 +41,31 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+class DecodeGate:
+    """The process's :class:`DecodeBudget`, waited for on the event loop: a request waiting for decoding
+    memory holds no worker thread (a thread per waiting upload would soon leave none for the
+    database calls of ordinary requests)."""
+
+    def __init__(self, budget: DecodeBudget) -> None:
+        self.budget = budget
+        self._released: anyio.Event | None = None
+
+    @asynccontextmanager
+    async def hold(self, nbytes: int) -> AsyncIterator[None]:
+        while not self.budget.try_acquire(nbytes):
+            if self._released is None:
+                self._released = anyio.Event()
+            await self._released.wait()
+        try:
+            yield
+        finally:
+            # reservations are taken and returned on the event loop only: no wake-up is missed
+            self.budget.release(nbytes)
+            released, self._released = self._released, None
+            if released is not None:
+                released.set()
+
+
 @dataclass
 class ServerState:
     settings: Settings
@@ -47,7 +74,7 @@ class ServerState:
     store: ServiceStore
     collections: Collections
     limiter: anyio.CapacityLimiter
-    decode_budget: DecodeBudget
+    decode_gate: DecodeGate
     migration: Any = None  # faceatlas.api.migration.Migration
     admin_token: str = ""
     _keys: dict[str, tuple[ServiceRecord | None, float]] = field(default_factory=dict)
