@@ -142,9 +142,14 @@ _PHOTO_COLUMNS = (
 )
 
 
-def cover_faces(session: Session, people: dict[int, int | None]) -> dict[int, int | None]:
+_COVER_SCORE = (Face.x_max - Face.x_min) * (Face.y_max - Face.y_min) * Face.score
+
+
+def cover_faces(
+    session: Session, people: dict[int, int | None], best: dict[int, int] | None = None
+) -> dict[int, int | None]:
     """Person id -> the face that shows them: the chosen cover if still theirs, else their best face
-    (largest box, weighted by detection score)."""
+    (largest box, weighted by detection score; taken from ``best`` when given, else looked up)."""
     if not people:
         return {}
     chosen = {pid: fid for pid, fid in people.items() if fid is not None}
@@ -165,16 +170,18 @@ def cover_faces(session: Session, people: dict[int, int | None]) -> dict[int, in
             result[pid] = cover
         else:
             missing.append(pid)
-    if missing:
-        area = (Face.x_max - Face.x_min) * (Face.y_max - Face.y_min) * Face.score
-        best: dict[int, tuple[float, int]] = {}
-        for fid, pid, value in session.execute(
-            select(Face.id, Face.person_id, area).where(Face.person_id.in_(missing))
-        ).all():
-            if pid not in best or value > best[pid][0]:
-                best[pid] = (float(value), int(fid))
+    if best is not None:
         for pid in missing:
-            result[pid] = best[pid][1] if pid in best else None
+            result[pid] = best.get(pid)
+    elif missing:
+        found: dict[int, tuple[float, int]] = {}
+        for fid, pid, value in session.execute(
+            select(Face.id, Face.person_id, _COVER_SCORE).where(Face.person_id.in_(missing))
+        ).all():
+            if pid not in found or value > found[pid][0]:
+                found[pid] = (float(value), int(fid))
+        for pid in missing:
+            result[pid] = found[pid][1] if pid in found else None
     return result
 
 
@@ -186,9 +193,11 @@ def people_page(
     sort: str = "faces",
     show: str = "all",
     query: str | None = None,
+    pack: str | None = None,
 ) -> tuple[int, list[PersonCard]]:
     """(number of matching people, one page of them). ``show``: all (not hidden), named, unnamed, hidden;
-    ``sort``: faces (most first) or name (unnamed last); ``query``: part of the name, any case."""
+    ``sort``: faces (most first) or name (unnamed last); ``query``: part of the name, any case. With
+    ``pack``, default covers come from the cached :func:`people_centroids` instead of a query."""
     if sort not in PEOPLE_SORTS:
         raise ValueError(f"sort must be one of {', '.join(PEOPLE_SORTS)}")
     if show not in PEOPLE_SHOWS:
@@ -234,7 +243,8 @@ def people_page(
             .offset(max(offset, 0))
             .limit(max(min(limit, 500), 1))
         ).all()
-        covers = cover_faces(session, {int(r[0]): r[4] for r in rows})
+        best = people_centroids(db, pack).best_faces if pack else None
+        covers = cover_faces(session, {int(r[0]): r[4] for r in rows}, best)
     cards = [
         PersonCard(int(pid), name, int(nf), int(nph), covers.get(int(pid)), bool(hidden))
         for pid, name, nf, nph, _cover, hidden in rows
@@ -360,18 +370,18 @@ def unreadable_photos(db: Database, *, limit: int = 500) -> list[tuple[str, str 
 class Centroids:
     person_ids: np.ndarray  # (p,)
     vectors: np.ndarray  # (p, d), unit rows: each person's normalised mean face
+    best_faces: dict[int, int]  # person id -> their largest, most confident face (the default cover)
 
 
-_CENTROIDS: dict[tuple[str, str], tuple[tuple[int, ...], Centroids]] = {}
+_CENTROIDS: dict[tuple[str, str], tuple[tuple[object, ...], Centroids]] = {}
 _CENTROIDS_LOCK = threading.Lock()
 
 
-def _assignment_version(session: Session, pack: str) -> tuple[int, ...]:
-    """Changes whenever a face is added or moves between people (cheap: one aggregate over faces)."""
+def _assignment_version(session: Session) -> tuple[int, ...]:
+    """Changes whenever a face is added or moves between people. Cheap: no filter on the pack, so the
+    aggregate reads only the (person_id, photo_id) index, never the face rows with their embeddings."""
     row = session.execute(
-        select(
-            func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0), func.max(Face.id)
-        ).where(Face.pack == pack)
+        select(func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0), func.max(Face.id))
     ).one()
     decisions = session.scalar(select(func.max(Decision.id))) or 0
     return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(decisions))
@@ -380,19 +390,19 @@ def _assignment_version(session: Session, pack: str) -> tuple[int, ...]:
 def people_centroids(db: Database, pack: str) -> Centroids:
     """Every live person's mean face (of ``pack``), cached until faces are added or reassigned."""
     with db.session() as session:
-        version = _assignment_version(session, pack)
+        version = (pack, *_assignment_version(session))
         key = (db.url, pack)
         with _CENTROIDS_LOCK:
             cached = _CENTROIDS.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
         rows = session.execute(
-            select(Face.person_id, Face.embedding).where(
+            select(Face.person_id, Face.embedding, Face.id, _COVER_SCORE).where(
                 Face.pack == pack, Face.person_id.is_not(None), Face.embedding.is_not(None)
             )
         ).all()
     if not rows:
-        centroids = Centroids(np.empty(0, np.int64), np.empty((0, 0), np.float32))
+        centroids = Centroids(np.empty(0, np.int64), np.empty((0, 0), np.float32), {})
     else:
         owners = np.asarray([r[0] for r in rows], np.int64)
         vectors = normalize_rows(
@@ -401,7 +411,13 @@ def people_centroids(db: Database, pack: str) -> Centroids:
         ids, inverse = np.unique(owners, return_inverse=True)
         sums = np.zeros((len(ids), vectors.shape[1]), np.float32)
         np.add.at(sums, inverse, vectors)
-        centroids = Centroids(ids, normalize_rows(sums))
+        # best face per person: sort by (person, score) and keep each person's last row
+        face_ids = np.asarray([r[2] for r in rows], np.int64)
+        scores = np.asarray([r[3] for r in rows], np.float64)
+        order = np.lexsort((scores, owners))
+        last = np.r_[owners[order][1:] != owners[order][:-1], True]
+        best = dict(zip(owners[order][last].tolist(), face_ids[order][last].tolist(), strict=True))
+        centroids = Centroids(ids, normalize_rows(sums), best)
     with _CENTROIDS_LOCK:
         _CENTROIDS[key] = (version, centroids)
     return centroids
@@ -419,7 +435,10 @@ def _suggest(
     if centroids.person_ids.size == 0 or queries.size == 0:
         return [[] for _ in range(len(queries))]
     sims = normalize_rows(queries) @ centroids.vectors.T
-    order = np.argsort(-sims, axis=1)[:, : top + max((len(e) for e in exclude), default=0)]
+    # at most len(exclude[i]) candidates are dropped, so that many more than `top` are enough
+    k = min(top + max((len(e) for e in exclude), default=0), sims.shape[1])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1), axis=1)
     wanted = {int(centroids.person_ids[j]) for row in order for j in row}
     info = {
         int(pid): (name, cover)
@@ -427,7 +446,7 @@ def _suggest(
             select(Person.id, Person.name, Person.cover_face_id).where(Person.id.in_(wanted))
         ).all()
     }
-    covers = cover_faces(session, {pid: c for pid, (_n, c) in info.items()})
+    covers = cover_faces(session, {pid: c for pid, (_n, c) in info.items()}, centroids.best_faces)
     results = []
     for i, row in enumerate(order):
         picks = []
@@ -483,7 +502,9 @@ def review_queue(
     ignored = select(Decision.face_id).where(Decision.kind == "ignore", Decision.face_id.is_not(None))
     conditions = [
         Face.person_id.is_(None),
-        Face.pack == pack,
+        # coalesce(): keeps the planner on the person_id index (few unassigned faces) rather than the
+        # pack index, which would read every face row with its embedding
+        func.coalesce(Face.pack, "") == pack,
         Face.embedding.is_not(None),
         func.min(Face.x_max - Face.x_min, Face.y_max - Face.y_min) >= min_face_size
         if db.is_sqlite
