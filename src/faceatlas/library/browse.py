@@ -178,7 +178,8 @@ def cover_faces(
         for fid, pid, value in session.execute(
             select(Face.id, Face.person_id, _COVER_SCORE).where(Face.person_id.in_(missing))
         ).all():
-            if pid not in found or value > found[pid][0]:
+            # the highest score wins; ties go to the oldest face (as in people_centroids)
+            if pid not in found or (float(value), -int(fid)) > (found[pid][0], -found[pid][1]):
                 found[pid] = (float(value), int(fid))
         for pid in missing:
             result[pid] = found[pid][1] if pid in found else None
@@ -411,10 +412,10 @@ def people_centroids(db: Database, pack: str) -> Centroids:
         ids, inverse = np.unique(owners, return_inverse=True)
         sums = np.zeros((len(ids), vectors.shape[1]), np.float32)
         np.add.at(sums, inverse, vectors)
-        # best face per person: sort by (person, score) and keep each person's last row
+        # best face per person: sort by (person, score, oldest) and keep each person's last row
         face_ids = np.asarray([r[2] for r in rows], np.int64)
         scores = np.asarray([r[3] for r in rows], np.float64)
-        order = np.lexsort((scores, owners))
+        order = np.lexsort((-face_ids, scores, owners))
         last = np.r_[owners[order][1:] != owners[order][:-1], True]
         best = dict(zip(owners[order][last].tolist(), face_ids[order][last].tolist(), strict=True))
         centroids = Centroids(ids, normalize_rows(sums), best)
