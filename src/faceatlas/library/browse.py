@@ -211,44 +211,25 @@ def people_page(
         conditions.append(Person.name.is_(None))
     if query:
         conditions.append(func.lower(Person.name).contains(query.strip().lower(), autoescape=True))
-    counts = (
-        select(
-            Face.person_id.label("pid"),
-            func.count().label("faces"),
-            func.count(func.distinct(Face.photo_id)).label("photos"),
-        )
-        .where(Face.person_id.is_not(None))
-        .group_by(Face.person_id)
-        .subquery()
-    )
-    faces = func.coalesce(counts.c.faces, 0)
-    order = (
-        [faces.desc(), Person.id]
-        if sort == "faces"
-        else [Person.name.is_(None), func.lower(Person.name), Person.id]
-    )
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(Person).where(*conditions)) or 0
-        rows = session.execute(
-            select(
-                Person.id,
-                Person.name,
-                faces,
-                func.coalesce(counts.c.photos, 0),
-                Person.cover_face_id,
-                Person.hidden,
-            )
-            .outerjoin(counts, counts.c.pid == Person.id)
-            .where(*conditions)
-            .order_by(*order)
-            .offset(max(offset, 0))
-            .limit(max(min(limit, 500), 1))
-        ).all()
+        # the people table is small (a row per person): filter it in SQL, count and sort in memory
+        rows = list(
+            session.execute(
+                select(Person.id, Person.name, Person.cover_face_id, Person.hidden).where(*conditions)
+            ).tuples()
+        )
+        counts = person_counts(db)
+        if sort == "faces":
+            rows.sort(key=lambda r: (-counts.get(r[0], (0, 0))[0], r[0]))
+        else:
+            rows.sort(key=lambda r: (r[1] is None, (r[1] or "").lower(), r[0]))
+        total = len(rows)
+        page = rows[max(offset, 0) : max(offset, 0) + max(min(limit, 500), 1)]
         best = people_centroids(db, pack).best_faces if pack else None
-        covers = cover_faces(session, {int(r[0]): r[4] for r in rows}, best)
+        covers = cover_faces(session, {int(pid): cover for pid, _n, cover, _h in page}, best)
     cards = [
-        PersonCard(int(pid), name, int(nf), int(nph), covers.get(int(pid)), bool(hidden))
-        for pid, name, nf, nph, _cover, hidden in rows
+        PersonCard(int(pid), name, *counts.get(pid, (0, 0)), covers.get(int(pid)), bool(hidden))
+        for pid, name, _cover, hidden in page
     ]
     return int(total), cards
 
@@ -388,6 +369,30 @@ def _assignment_version(session: Session) -> tuple[int, ...]:
     return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(decisions))
 
 
+_COUNTS: dict[str, tuple[tuple[int, ...], dict[int, tuple[int, int]]]] = {}
+
+
+def person_counts(db: Database) -> dict[int, tuple[int, int]]:
+    """Person id -> (faces, photos), from the (person_id, photo_id) index, cached until faces move."""
+    with db.session() as session:
+        version = _assignment_version(session)
+        with _CENTROIDS_LOCK:
+            cached = _COUNTS.get(db.url)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        counts = {
+            int(pid): (int(nf), int(nph))
+            for pid, nf, nph in session.execute(
+                select(Face.person_id, func.count(), func.count(func.distinct(Face.photo_id)))
+                .where(Face.person_id.is_not(None))
+                .group_by(Face.person_id)
+            ).all()
+        }
+    with _CENTROIDS_LOCK:
+        _COUNTS[db.url] = (version, counts)
+    return counts
+
+
 def people_centroids(db: Database, pack: str) -> Centroids:
     """Every live person's mean face (of ``pack``), cached until faces are added or reassigned."""
     with db.session() as session:
@@ -517,7 +522,7 @@ def review_queue(
         rows = session.execute(
             select(*_FACE_COLUMNS, Face.embedding)
             .where(*conditions)
-            .order_by(Face.photo_id, Face.id)
+            .order_by(Face.id)  # the person_id index's own order: no sort of every unassigned face
             .offset(max(offset, 0))
             .limit(max(min(limit, 200), 1))
         ).all()
