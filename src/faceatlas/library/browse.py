@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -203,33 +204,35 @@ def people_page(
         raise ValueError(f"sort must be one of {', '.join(PEOPLE_SORTS)}")
     if show not in PEOPLE_SHOWS:
         raise ValueError(f"show must be one of {', '.join(PEOPLE_SHOWS)}")
-    conditions = [Person.merged_into.is_(None)]
-    conditions.append(Person.hidden.is_(True) if show == "hidden" else Person.hidden.is_(False))
-    if show == "named":
-        conditions.append(Person.name.is_not(None))
-    elif show == "unnamed":
-        conditions.append(Person.name.is_(None))
-    if query:
-        conditions.append(func.lower(Person.name).contains(query.strip().lower(), autoescape=True))
+    snapshot = people_snapshot(db)
+    needle = query.strip().lower() if query else None
+    hidden_wanted = show == "hidden"
+    matching = [
+        person
+        for person in snapshot.people
+        if person[3] == hidden_wanted
+        and (show != "named" or person[1] is not None)
+        and (show != "unnamed" or person[1] is None)
+        and (needle is None or (person[1] is not None and needle in person[1].lower()))
+    ]
+    counts = snapshot.counts
+    zero = (0, 0)
+    # the person id (unique) ends each sort key, so the person tuple after it is never compared
+    keyed: list[tuple[Any, ...]]
+    if sort == "faces":  # most faces first, then the oldest person
+        keyed = [(-counts.get(p[0], zero)[0], p[0], p) for p in matching]
+    else:  # by name, unnamed last
+        keyed = [(p[1] is None, (p[1] or "").lower(), p[0], p) for p in matching]
+    keyed.sort()
+    start = max(offset, 0)
+    page = [k[-1] for k in keyed[start : start + max(min(limit, 500), 1)]]
+    best = people_centroids(db, pack).best_faces if pack else None
     with db.session() as session:
-        # the people table is small (a row per person): filter it in SQL, count and sort in memory
-        rows = list(
-            session.execute(
-                select(Person.id, Person.name, Person.cover_face_id, Person.hidden).where(*conditions)
-            ).tuples()
-        )
-        counts = person_counts(db)
-        if sort == "faces":
-            rows.sort(key=lambda r: (-counts.get(r[0], (0, 0))[0], r[0]))
-        else:
-            rows.sort(key=lambda r: (r[1] is None, (r[1] or "").lower(), r[0]))
-        total = len(rows)
-        page = rows[max(offset, 0) : max(offset, 0) + max(min(limit, 500), 1)]
-        best = people_centroids(db, pack).best_faces if pack else None
-        covers = cover_faces(session, {int(pid): cover for pid, _n, cover, _h in page}, best)
+        covers = cover_faces(session, {pid: cover for pid, _n, cover, _h in page}, best)
+    total = len(matching)
     cards = [
-        PersonCard(int(pid), name, *counts.get(pid, (0, 0)), covers.get(int(pid)), bool(hidden))
-        for pid, name, _cover, hidden in page
+        PersonCard(pid, name, *counts.get(pid, zero), covers.get(pid), hidden)
+        for pid, name, _c, hidden in page
     ]
     return int(total), cards
 
@@ -359,49 +362,98 @@ _CENTROIDS: dict[tuple[str, str], tuple[tuple[object, ...], Centroids]] = {}
 _CENTROIDS_LOCK = threading.Lock()
 
 
-def _assignment_version(session: Session) -> tuple[int, ...]:
-    """Changes whenever a face is added or moves between people. Cheap: no filter on the pack, so the
-    aggregate reads only the (person_id, photo_id) index, never the face rows with their embeddings."""
+def _assignment_version(session: Session) -> tuple[int, int]:
+    """Changes whenever a face moves between people. No filter on the pack, so the aggregate reads
+    only the (person_id, photo_id) index, never the face rows (still a scan: see VERSION_TTL)."""
     row = session.execute(
-        select(func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0), func.max(Face.id))
+        select(func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0))
     ).one()
-    decisions = session.scalar(select(func.max(Decision.id))) or 0
-    return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(decisions))
+    return (int(row[0] or 0), int(row[1] or 0))
 
 
-_COUNTS: dict[str, tuple[tuple[int, ...], dict[int, tuple[int, int]]]] = {}
+#: Seconds the face-assignment part of a library's version is trusted before it is read again. Every
+#: user decision adds a decision row and every new face a face row, which the cheap part of the version
+#: sees at once; only faces moved by clustering in another process show up to this late.
+VERSION_TTL = 2.0
+_VERSIONS: dict[str, tuple[float, tuple[int, int]]] = {}
 
 
-def person_counts(db: Database) -> dict[int, tuple[int, int]]:
-    """Person id -> (faces, photos), from the (person_id, photo_id) index, cached until faces move."""
+def library_version(db: Database) -> tuple[int, ...]:
+    """A value that changes when the library's people, faces or decisions change."""
+    now = time.monotonic()
     with db.session() as session:
-        version = _assignment_version(session)
+        newest_face = session.scalar(select(func.max(Face.id))) or 0
+        newest_decision, decisions = session.execute(
+            select(func.max(Decision.id), func.count(Decision.id))
+        ).one()
         with _CENTROIDS_LOCK:
-            cached = _COUNTS.get(db.url)
-        if cached is not None and cached[0] == version:
-            return cached[1]
+            known = _VERSIONS.get(db.url)
+        if known is None or now - known[0] >= VERSION_TTL:
+            known = (now, _assignment_version(session))
+            with _CENTROIDS_LOCK:
+                _VERSIONS[db.url] = known
+    return (int(newest_face), int(newest_decision or 0), int(decisions or 0), *known[1])
+
+
+def forget(db: Database) -> None:
+    """Drop what is cached about ``db`` (call after changing its people or faces)."""
+    with _CENTROIDS_LOCK:
+        _VERSIONS.pop(db.url, None)
+        _SNAPSHOTS.pop(db.url, None)
+        for key in [k for k in _CENTROIDS if k[0] == db.url]:
+            del _CENTROIDS[key]
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleSnapshot:
+    """Every live person (id, name, chosen cover, hidden) with their face and photo counts."""
+
+    people: list[tuple[int, str | None, int | None, bool]]
+    counts: dict[int, tuple[int, int]]  # person id -> (faces, photos)
+
+
+_SNAPSHOTS: dict[str, tuple[tuple[int, ...], PeopleSnapshot]] = {}
+
+
+def people_snapshot(db: Database) -> PeopleSnapshot:
+    """The people table and the counts from the (person_id, photo_id) index, cached per version."""
+    version = library_version(db)
+    with _CENTROIDS_LOCK:
+        cached = _SNAPSHOTS.get(db.url)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with db.session() as session:
+        people = [
+            (int(pid), name, cover, bool(hidden))
+            for pid, name, cover, hidden in session.execute(
+                select(Person.id, Person.name, Person.cover_face_id, Person.hidden)
+                .where(Person.merged_into.is_(None))
+                .order_by(Person.id)
+            ).tuples()
+        ]
         counts = {
             int(pid): (int(nf), int(nph))
             for pid, nf, nph in session.execute(
                 select(Face.person_id, func.count(), func.count(func.distinct(Face.photo_id)))
                 .where(Face.person_id.is_not(None))
                 .group_by(Face.person_id)
-            ).all()
+            ).tuples()
         }
+    snapshot = PeopleSnapshot(people, counts)
     with _CENTROIDS_LOCK:
-        _COUNTS[db.url] = (version, counts)
-    return counts
+        _SNAPSHOTS[db.url] = (version, snapshot)
+    return snapshot
 
 
 def people_centroids(db: Database, pack: str) -> Centroids:
     """Every live person's mean face (of ``pack``), cached until faces are added or reassigned."""
+    version = (pack, *library_version(db))
+    key = (db.url, pack)
+    with _CENTROIDS_LOCK:
+        cached = _CENTROIDS.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     with db.session() as session:
-        version = (pack, *_assignment_version(session))
-        key = (db.url, pack)
-        with _CENTROIDS_LOCK:
-            cached = _CENTROIDS.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
         rows = session.execute(
             select(Face.person_id, Face.embedding, Face.id, _COVER_SCORE).where(
                 Face.pack == pack, Face.person_id.is_not(None), Face.embedding.is_not(None)
