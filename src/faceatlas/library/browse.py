@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -142,9 +143,14 @@ _PHOTO_COLUMNS = (
 )
 
 
-def cover_faces(session: Session, people: dict[int, int | None]) -> dict[int, int | None]:
+_COVER_SCORE = (Face.x_max - Face.x_min) * (Face.y_max - Face.y_min) * Face.score
+
+
+def cover_faces(
+    session: Session, people: dict[int, int | None], best: dict[int, int] | None = None
+) -> dict[int, int | None]:
     """Person id -> the face that shows them: the chosen cover if still theirs, else their best face
-    (largest box, weighted by detection score)."""
+    (largest box, weighted by detection score; taken from ``best`` when given, else looked up)."""
     if not people:
         return {}
     chosen = {pid: fid for pid, fid in people.items() if fid is not None}
@@ -165,16 +171,19 @@ def cover_faces(session: Session, people: dict[int, int | None]) -> dict[int, in
             result[pid] = cover
         else:
             missing.append(pid)
-    if missing:
-        area = (Face.x_max - Face.x_min) * (Face.y_max - Face.y_min) * Face.score
-        best: dict[int, tuple[float, int]] = {}
-        for fid, pid, value in session.execute(
-            select(Face.id, Face.person_id, area).where(Face.person_id.in_(missing))
-        ).all():
-            if pid not in best or value > best[pid][0]:
-                best[pid] = (float(value), int(fid))
+    if best is not None:
         for pid in missing:
-            result[pid] = best[pid][1] if pid in best else None
+            result[pid] = best.get(pid)
+    elif missing:
+        found: dict[int, tuple[float, int]] = {}
+        for fid, pid, value in session.execute(
+            select(Face.id, Face.person_id, _COVER_SCORE).where(Face.person_id.in_(missing))
+        ).all():
+            # the highest score wins; ties go to the oldest face (as in people_centroids)
+            if pid not in found or (float(value), -int(fid)) > (found[pid][0], -found[pid][1]):
+                found[pid] = (float(value), int(fid))
+        for pid in missing:
+            result[pid] = found[pid][1] if pid in found else None
     return result
 
 
@@ -186,58 +195,44 @@ def people_page(
     sort: str = "faces",
     show: str = "all",
     query: str | None = None,
+    pack: str | None = None,
 ) -> tuple[int, list[PersonCard]]:
     """(number of matching people, one page of them). ``show``: all (not hidden), named, unnamed, hidden;
-    ``sort``: faces (most first) or name (unnamed last); ``query``: part of the name, any case."""
+    ``sort``: faces (most first) or name (unnamed last); ``query``: part of the name, any case. With
+    ``pack``, default covers come from the cached :func:`people_centroids` instead of a query."""
     if sort not in PEOPLE_SORTS:
         raise ValueError(f"sort must be one of {', '.join(PEOPLE_SORTS)}")
     if show not in PEOPLE_SHOWS:
         raise ValueError(f"show must be one of {', '.join(PEOPLE_SHOWS)}")
-    conditions = [Person.merged_into.is_(None)]
-    conditions.append(Person.hidden.is_(True) if show == "hidden" else Person.hidden.is_(False))
-    if show == "named":
-        conditions.append(Person.name.is_not(None))
-    elif show == "unnamed":
-        conditions.append(Person.name.is_(None))
-    if query:
-        conditions.append(func.lower(Person.name).contains(query.strip().lower(), autoescape=True))
-    counts = (
-        select(
-            Face.person_id.label("pid"),
-            func.count().label("faces"),
-            func.count(func.distinct(Face.photo_id)).label("photos"),
-        )
-        .where(Face.person_id.is_not(None))
-        .group_by(Face.person_id)
-        .subquery()
-    )
-    faces = func.coalesce(counts.c.faces, 0)
-    order = (
-        [faces.desc(), Person.id]
-        if sort == "faces"
-        else [Person.name.is_(None), func.lower(Person.name), Person.id]
-    )
+    snapshot = people_snapshot(db)
+    needle = query.strip().lower() if query else None
+    hidden_wanted = show == "hidden"
+    matching = [
+        person
+        for person in snapshot.people
+        if person[3] == hidden_wanted
+        and (show != "named" or person[1] is not None)
+        and (show != "unnamed" or person[1] is None)
+        and (needle is None or (person[1] is not None and needle in person[1].lower()))
+    ]
+    counts = snapshot.counts
+    zero = (0, 0)
+    # the person id (unique) ends each sort key, so the person tuple after it is never compared
+    keyed: list[tuple[Any, ...]]
+    if sort == "faces":  # most faces first, then the oldest person
+        keyed = [(-counts.get(p[0], zero)[0], p[0], p) for p in matching]
+    else:  # by name, unnamed last
+        keyed = [(p[1] is None, (p[1] or "").lower(), p[0], p) for p in matching]
+    keyed.sort()
+    start = max(offset, 0)
+    page = [k[-1] for k in keyed[start : start + max(min(limit, 500), 1)]]
+    best = people_centroids(db, pack).best_faces if pack else None
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(Person).where(*conditions)) or 0
-        rows = session.execute(
-            select(
-                Person.id,
-                Person.name,
-                faces,
-                func.coalesce(counts.c.photos, 0),
-                Person.cover_face_id,
-                Person.hidden,
-            )
-            .outerjoin(counts, counts.c.pid == Person.id)
-            .where(*conditions)
-            .order_by(*order)
-            .offset(max(offset, 0))
-            .limit(max(min(limit, 500), 1))
-        ).all()
-        covers = cover_faces(session, {int(r[0]): r[4] for r in rows})
+        covers = cover_faces(session, {pid: cover for pid, _n, cover, _h in page}, best)
+    total = len(matching)
     cards = [
-        PersonCard(int(pid), name, int(nf), int(nph), covers.get(int(pid)), bool(hidden))
-        for pid, name, nf, nph, _cover, hidden in rows
+        PersonCard(pid, name, *counts.get(pid, zero), covers.get(pid), hidden)
+        for pid, name, _c, hidden in page
     ]
     return int(total), cards
 
@@ -360,39 +355,112 @@ def unreadable_photos(db: Database, *, limit: int = 500) -> list[tuple[str, str 
 class Centroids:
     person_ids: np.ndarray  # (p,)
     vectors: np.ndarray  # (p, d), unit rows: each person's normalised mean face
+    best_faces: dict[int, int]  # person id -> their largest, most confident face (the default cover)
 
 
-_CENTROIDS: dict[tuple[str, str], tuple[tuple[int, ...], Centroids]] = {}
+_CENTROIDS: dict[tuple[str, str], tuple[tuple[object, ...], Centroids]] = {}
 _CENTROIDS_LOCK = threading.Lock()
 
 
-def _assignment_version(session: Session, pack: str) -> tuple[int, ...]:
-    """Changes whenever a face is added or moves between people (cheap: one aggregate over faces)."""
+def _assignment_version(session: Session) -> tuple[int, int]:
+    """Changes whenever a face moves between people. No filter on the pack, so the aggregate reads
+    only the (person_id, photo_id) index, never the face rows (still a scan: see VERSION_TTL)."""
     row = session.execute(
-        select(
-            func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0), func.max(Face.id)
-        ).where(Face.pack == pack)
+        select(func.count(Face.person_id), func.coalesce(func.sum(Face.person_id), 0))
     ).one()
-    decisions = session.scalar(select(func.max(Decision.id))) or 0
-    return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(decisions))
+    return (int(row[0] or 0), int(row[1] or 0))
+
+
+#: Seconds the face-assignment part of a library's version is trusted before it is read again. Every
+#: user decision adds a decision row and every new face a face row, which the cheap part of the version
+#: sees at once; only faces moved by clustering in another process show up to this late.
+VERSION_TTL = 2.0
+_VERSIONS: dict[str, tuple[float, tuple[int, int]]] = {}
+
+
+def library_version(db: Database) -> tuple[int, ...]:
+    """A value that changes when the library's people, faces or decisions change."""
+    now = time.monotonic()
+    with db.session() as session:
+        newest_face = session.scalar(select(func.max(Face.id))) or 0
+        newest_decision, decisions = session.execute(
+            select(func.max(Decision.id), func.count(Decision.id))
+        ).one()
+        with _CENTROIDS_LOCK:
+            known = _VERSIONS.get(db.url)
+        if known is None or now - known[0] >= VERSION_TTL:
+            known = (now, _assignment_version(session))
+            with _CENTROIDS_LOCK:
+                _VERSIONS[db.url] = known
+    return (int(newest_face), int(newest_decision or 0), int(decisions or 0), *known[1])
+
+
+def forget(db: Database) -> None:
+    """Drop what is cached about ``db`` (call after changing its people or faces)."""
+    with _CENTROIDS_LOCK:
+        _VERSIONS.pop(db.url, None)
+        _SNAPSHOTS.pop(db.url, None)
+        for key in [k for k in _CENTROIDS if k[0] == db.url]:
+            del _CENTROIDS[key]
+
+
+@dataclass(frozen=True, slots=True)
+class PeopleSnapshot:
+    """Every live person (id, name, chosen cover, hidden) with their face and photo counts."""
+
+    people: list[tuple[int, str | None, int | None, bool]]
+    counts: dict[int, tuple[int, int]]  # person id -> (faces, photos)
+
+
+_SNAPSHOTS: dict[str, tuple[tuple[int, ...], PeopleSnapshot]] = {}
+
+
+def people_snapshot(db: Database) -> PeopleSnapshot:
+    """The people table and the counts from the (person_id, photo_id) index, cached per version."""
+    version = library_version(db)
+    with _CENTROIDS_LOCK:
+        cached = _SNAPSHOTS.get(db.url)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with db.session() as session:
+        people = [
+            (int(pid), name, cover, bool(hidden))
+            for pid, name, cover, hidden in session.execute(
+                select(Person.id, Person.name, Person.cover_face_id, Person.hidden)
+                .where(Person.merged_into.is_(None))
+                .order_by(Person.id)
+            ).tuples()
+        ]
+        counts = {
+            int(pid): (int(nf), int(nph))
+            for pid, nf, nph in session.execute(
+                select(Face.person_id, func.count(), func.count(func.distinct(Face.photo_id)))
+                .where(Face.person_id.is_not(None))
+                .group_by(Face.person_id)
+            ).tuples()
+        }
+    snapshot = PeopleSnapshot(people, counts)
+    with _CENTROIDS_LOCK:
+        _SNAPSHOTS[db.url] = (version, snapshot)
+    return snapshot
 
 
 def people_centroids(db: Database, pack: str) -> Centroids:
     """Every live person's mean face (of ``pack``), cached until faces are added or reassigned."""
+    version = (pack, *library_version(db))
+    key = (db.url, pack)
+    with _CENTROIDS_LOCK:
+        cached = _CENTROIDS.get(key)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     with db.session() as session:
-        version = _assignment_version(session, pack)
-        key = (db.url, pack)
-        with _CENTROIDS_LOCK:
-            cached = _CENTROIDS.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
         rows = session.execute(
-            select(Face.person_id, Face.embedding).where(
+            select(Face.person_id, Face.embedding, Face.id, _COVER_SCORE).where(
                 Face.pack == pack, Face.person_id.is_not(None), Face.embedding.is_not(None)
             )
         ).all()
     if not rows:
-        centroids = Centroids(np.empty(0, np.int64), np.empty((0, 0), np.float32))
+        centroids = Centroids(np.empty(0, np.int64), np.empty((0, 0), np.float32), {})
     else:
         owners = np.asarray([r[0] for r in rows], np.int64)
         vectors = normalize_rows(
@@ -401,7 +469,13 @@ def people_centroids(db: Database, pack: str) -> Centroids:
         ids, inverse = np.unique(owners, return_inverse=True)
         sums = np.zeros((len(ids), vectors.shape[1]), np.float32)
         np.add.at(sums, inverse, vectors)
-        centroids = Centroids(ids, normalize_rows(sums))
+        # best face per person: sort by (person, score, oldest) and keep each person's last row
+        face_ids = np.asarray([r[2] for r in rows], np.int64)
+        scores = np.asarray([r[3] for r in rows], np.float64)
+        order = np.lexsort((-face_ids, scores, owners))
+        last = np.r_[owners[order][1:] != owners[order][:-1], True]
+        best = dict(zip(owners[order][last].tolist(), face_ids[order][last].tolist(), strict=True))
+        centroids = Centroids(ids, normalize_rows(sums), best)
     with _CENTROIDS_LOCK:
         _CENTROIDS[key] = (version, centroids)
     return centroids
@@ -419,7 +493,10 @@ def _suggest(
     if centroids.person_ids.size == 0 or queries.size == 0:
         return [[] for _ in range(len(queries))]
     sims = normalize_rows(queries) @ centroids.vectors.T
-    order = np.argsort(-sims, axis=1)[:, : top + max((len(e) for e in exclude), default=0)]
+    # at most len(exclude[i]) candidates are dropped, so that many more than `top` are enough
+    k = min(top + max((len(e) for e in exclude), default=0), sims.shape[1])
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(part, np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1), axis=1)
     wanted = {int(centroids.person_ids[j]) for row in order for j in row}
     info = {
         int(pid): (name, cover)
@@ -427,7 +504,7 @@ def _suggest(
             select(Person.id, Person.name, Person.cover_face_id).where(Person.id.in_(wanted))
         ).all()
     }
-    covers = cover_faces(session, {pid: c for pid, (_n, c) in info.items()})
+    covers = cover_faces(session, {pid: c for pid, (_n, c) in info.items()}, centroids.best_faces)
     results = []
     for i, row in enumerate(order):
         picks = []
@@ -483,7 +560,9 @@ def review_queue(
     ignored = select(Decision.face_id).where(Decision.kind == "ignore", Decision.face_id.is_not(None))
     conditions = [
         Face.person_id.is_(None),
-        Face.pack == pack,
+        # coalesce(): keeps the planner on the person_id index (few unassigned faces) rather than the
+        # pack index, which would read every face row with its embedding
+        func.coalesce(Face.pack, "") == pack,
         Face.embedding.is_not(None),
         func.min(Face.x_max - Face.x_min, Face.y_max - Face.y_min) >= min_face_size
         if db.is_sqlite
@@ -495,7 +574,7 @@ def review_queue(
         rows = session.execute(
             select(*_FACE_COLUMNS, Face.embedding)
             .where(*conditions)
-            .order_by(Face.photo_id, Face.id)
+            .order_by(Face.id)  # the person_id index's own order: no sort of every unassigned face
             .offset(max(offset, 0))
             .limit(max(min(limit, 200), 1))
         ).all()

@@ -84,6 +84,8 @@ class Face(Base):
         Index("ix_library_faces_photo_id", "photo_id"),
         Index("ix_library_faces_person_id", "person_id"),
         Index("ix_library_faces_pack", "pack"),
+        # covering index of the people list (face and photo counts per person) and the review queue
+        Index("ix_library_faces_person_photo", "person_id", "photo_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -19,6 +19,7 @@ from faceatlas.web.auth import Authenticator
 LIBRARIES_ENV = "FACEATLAS_WEB_LIBRARIES"
 PHOTOS_ROOTS_ENV = "FACEATLAS_WEB_PHOTOS_ROOTS"
 DEFAULT_LIBRARY = "default"
+THUMBNAIL_PATHS = 200_000  # remembered thumbnail files per library (~40 MB at most)
 
 
 class ServerSettings(Protocol):
@@ -70,6 +71,14 @@ class LibraryHandle:
     upload_dir: Path
     _db: Database | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: (face id, size) -> cached thumbnail file, see ``library_api.thumbnail``
+    thumbnail_paths: dict[tuple[int, int], Path] = field(default_factory=dict)
+    _cache_dirs: dict[str, Path] = field(default_factory=dict)
+
+    def remember_thumbnail(self, key: tuple[int, int], path: Path) -> None:
+        if len(self.thumbnail_paths) >= THUMBNAIL_PATHS:
+            self.thumbnail_paths.clear()
+        self.thumbnail_paths[key] = path
 
     @property
     def db(self) -> Database:
@@ -81,9 +90,12 @@ class LibraryHandle:
             return self._db
 
     def cache_dir(self, kind: str) -> Path:
-        from faceatlas.library.thumbnails import library_cache_dir
+        folder = self._cache_dirs.get(kind)
+        if folder is None:
+            from faceatlas.library.thumbnails import library_cache_dir
 
-        return library_cache_dir(self.db.url, kind)
+            folder = self._cache_dirs[kind] = library_cache_dir(self.db.url, kind)
+        return folder
 
     def dispose(self) -> None:
         with self._lock:

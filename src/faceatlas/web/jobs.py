@@ -285,8 +285,11 @@ class JobManager:
     def _cluster(self, handle: LibraryHandle, job: JobState) -> None:
         from faceatlas.library.clustering import ClusterOptions, cluster_library
 
+        from faceatlas.library.browse import forget
+
         engine = self.web.engine
         report = cluster_library(handle.db, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))
+        forget(handle.db)  # the pages show the new people at once
         job.clustering = {
             "faces": report.faces,
             "joined_existing": report.joined_existing,

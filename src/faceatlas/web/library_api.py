@@ -37,6 +37,7 @@ LIB = "/libraries/{library}"
 IMAGE_CACHE = "private, max-age=86400"
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024  # per file
 MAX_SEARCH_BYTES = 20 * 1024 * 1024
+SMALL_FILE = 256 * 1024
 T = TypeVar("T")
 
 
@@ -75,6 +76,7 @@ def _pack(web: WebContext) -> tuple[str, float]:
 
 
 def _image_response(request: Request, path: Path) -> Response:
+    """A cached JPEG with its ETag (the cache file's name holds the photo's content hash)."""
     stat = path.stat()
     etag = (
         '"' + hashlib.sha1(f"{path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:20] + '"'
@@ -82,6 +84,8 @@ def _image_response(request: Request, path: Path) -> Response:
     headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    if stat.st_size <= SMALL_FILE:  # one read beats FileResponse's threaded streaming for small files
+        return Response(path.read_bytes(), media_type="image/jpeg", headers=headers)
     return FileResponse(path, media_type="image/jpeg", headers=headers)
 
 
@@ -133,7 +137,14 @@ async def list_people(
 ) -> dict[str, Any]:
     handle = _library(web, library)
     total, cards = await _call(
-        browse.people_page, handle.db, offset=offset, limit=limit, sort=sort, show=show, query=q
+        browse.people_page,
+        handle.db,
+        offset=offset,
+        limit=limit,
+        sort=sort,
+        show=show,
+        query=q,
+        pack=_pack(web)[0],
     )
     return {"total": total, "offset": offset, "people": [c.to_dict() for c in cards]}
 
@@ -288,7 +299,12 @@ async def thumbnail(
 
     handle = _library(web, library)
     size = 160 if size <= 160 else 320  # two sizes: a small cache that serves every screen
-    path = await _call(face_thumbnail, handle.db, face_id, handle.cache_dir("thumbnails"), size=size)
+    # A face row never changes its photo or box (re-indexing a photo replaces its faces), so the cache
+    # file found once for a face id stays its thumbnail: later requests skip the database.
+    path = handle.thumbnail_paths.get((face_id, size))
+    if path is None or not path.is_file():
+        path = await _call(face_thumbnail, handle.db, face_id, handle.cache_dir("thumbnails"), size=size)
+        handle.remember_thumbnail((face_id, size), path)
     return _image_response(request, path)
 
 

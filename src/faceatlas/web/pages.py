@@ -74,7 +74,13 @@ async def people_page(
 ) -> HTMLResponse:
     handle = _library(web, library)
     total, people = await _read(
-        browse.people_page, handle.db, limit=PEOPLE_PER_SCREEN, show=show, sort=sort, query=q or None
+        browse.people_page,
+        handle.db,
+        limit=PEOPLE_PER_SCREEN,
+        show=show,
+        sort=sort,
+        query=q or None,
+        pack=web.engine.pack.id,
     )
     return render(
         request,

@@ -49,11 +49,22 @@ function showJob(job) {
   report.replaceChildren(...parts);
 }
 
+async function refreshCounts() {
+  const c = await api(base).catch(() => null);
+  if (!c) return;
+  document.getElementById("library-counts").textContent =
+    `${c.photos} photos · ${c.faces} faces · ${c.people} people (${c.named} named) · ${c.unassigned} faces unassigned · ${c.unreadable} unreadable files`;
+}
+
 async function poll() {
   const data = await api(`${base}/jobs/current`).catch(() => null);
   if (!data) return;
   showJob(data.job);
-  if (data.job && !data.job.active) { clearInterval(polling); polling = null; }
+  if (data.job && !data.job.active && polling) {
+    clearInterval(polling);
+    polling = null;
+    refreshCounts();
+  }
 }
 
 function watch(job) {

@@ -17,14 +17,19 @@ async function search(file) {
     const result = await api(`${base}/search?top=60`, { method: "POST", body });
     const matches = result.hits.filter((h) => h.match).length;
     status.textContent = `${matches} photo(s) match (similarity ≥ ${result.threshold.toFixed(2)}); closest first.`;
-    hits.replaceChildren(...result.hits.map((h) => el("a", {
+    // every match, then a few of the closest non-matches (a look-alike or a bad photo of the same person)
+    const shown = [...result.hits.filter((h) => h.match), ...result.hits.filter((h) => !h.match).slice(0, 6)];
+    const tiles = shown.map((h) => el("a", {
       class: "tile", href: `/l/${library}/photos/${h.photo_id}`, dataset: { person: h.person_id ?? "" },
     },
     el("img", { src: `${base}/photos/${h.photo_id}/preview?size=320`, alt: h.path, loading: "lazy" }),
     el("div", { class: "meta" },
       el("span", {}, el("span", { class: `badge${h.match ? " match" : ""}` }, h.match ? "match" : "no match"), " ",
         el("span", { class: "similarity" }, h.similarity.toFixed(3))),
-      el("span", { class: "name" }, h.person_name || (h.person_id ? `Person ${h.person_id}` : "Unknown"))))));
+      el("span", { class: "name" }, h.person_name || (h.person_id ? `Person ${h.person_id}` : "Unknown")))));
+    const firstMiss = shown.findIndex((h) => !h.match);
+    if (firstMiss >= 0) tiles.splice(firstMiss, 0, el("h2", { class: "hits-heading" }, "Closest below the threshold"));
+    hits.replaceChildren(...tiles);
   } catch (error) {
     status.textContent = error.message;
     status.classList.add("error");

@@ -1,4 +1,4 @@
-"""library: hidden people and cover faces (web app)
+"""library: hidden people, cover faces, a (person, photo) index for the people list (web app)
 
 Revision ID: library_0002_web_people
 Revises: library_0001
@@ -24,9 +24,12 @@ def upgrade() -> None:
         batch.create_foreign_key(
             "fk_library_people_cover_face", "library_faces", ["cover_face_id"], ["id"], ondelete="SET NULL"
         )
+    # counts per person read this index only, never the rows with their embeddings
+    op.create_index("ix_library_faces_person_photo", "library_faces", ["person_id", "photo_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_library_faces_person_photo", table_name="library_faces")
     with op.batch_alter_table("library_people") as batch:
         batch.drop_constraint("fk_library_people_cover_face", type_="foreignkey")
         batch.drop_column("cover_face_id")
