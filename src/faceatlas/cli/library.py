@@ -170,9 +170,10 @@ def index(
         command = " ".join(["faceatlas", "index", *(str(f) for f in folders)])
         if library:
             command += f" --library {library}"
-        console.print(
-            "\n[bold]interrupted[/bold]: every photo finished so far is saved. "
-            f"Run the same command again to resume (finished photos are skipped):\n  {command}"
+        click.echo(
+            "\ninterrupted: every photo finished so far is saved. "
+            f"Run the same command again to resume (finished photos are skipped):\n  {command}",
+            err=True,
         )
         sys.exit(130)
     _print_report(report, "index stages")
