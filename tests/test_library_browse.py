@@ -14,7 +14,7 @@ from faceatlas.library.people import (
     cluster_library,
     hide_person,
     ignore_face,
-    merge_people_explained,
+    merge_people,
     rename_person,
     set_cover_face,
 )
@@ -120,7 +120,7 @@ def test_ignore_leaves_the_queue(library):
 def test_merge_explains_faces_left_behind(library):
     people = browse.people_page(library)[1]
     a, b = people[0].id, people[1].id
-    result = merge_people_explained(library, a, b)
+    result = merge_people(library, a, b)
     assert len(result.left_behind) == 2  # the two photos that show both
     assert "two faces of one photo" in (result.reason or "")
     assert browse.person_card(library, a).faces == 8 + 6 - 2

@@ -140,6 +140,9 @@ def knn_graph(
     if m == 0 or n == 0 or k == 0:
         return KnnGraph(indices, sims)
     step = block_rows or _block_rows(n)
+    if self_ref and exclude_self and np.isfinite(floor):
+        _symmetric_top_k(q, k, floor, step, indices, sims)
+        return KnnGraph(indices, sims)
     for start in range(0, m, step):
         block = q[start : start + step] @ r.T
         rows_in_block = block.shape[0]
@@ -149,6 +152,57 @@ def knn_graph(
             block, k, floor, indices[start : start + rows_in_block], sims[start : start + rows_in_block]
         )
     return KnnGraph(indices, sims)
+
+
+#: Candidate edges kept in memory before they are cut down to the top k of each row.
+MAX_PENDING_EDGES = 20_000_000
+
+
+def _symmetric_top_k(
+    x: np.ndarray, k: int, floor: float, step: int, out_idx: np.ndarray, out_sim: np.ndarray
+) -> None:
+    """Top-k neighbours above ``floor`` of every row of ``x`` among the others, computing each pair once.
+
+    Similarity is symmetric, so each block of rows is multiplied only with the rows from its own
+    start on (the upper triangle: half the products and half the scanning); every pair found
+    above the floor is recorded in both directions.
+    """
+    n = x.shape[0]
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending_count = 0
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = x[start:stop] @ x[start:].T
+        width = stop - start
+        block[:, :width][np.tril(np.ones((width, width), dtype=bool))] = -np.inf  # j <= i: done elsewhere
+        rows, cols = np.nonzero(block >= floor)
+        vals = block[rows, cols]
+        rows += start
+        cols += start
+        pending.append(
+            (np.concatenate([rows, cols]), np.concatenate([cols, rows]), np.concatenate([vals, vals]))
+        )
+        pending_count += 2 * rows.size
+        if pending_count > MAX_PENDING_EDGES:
+            pending = [_keep_top_k(*map(np.concatenate, zip(*pending, strict=True)), k)]
+            pending_count = pending[0][0].size
+    if not pending:
+        return
+    rows, cols, vals = _keep_top_k(*map(np.concatenate, zip(*pending, strict=True)), k)
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)
+    out_idx[rows, rank] = cols
+    out_sim[rows, rank] = vals
+
+
+def _keep_top_k(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` largest ``vals`` of each row, sorted by row then decreasing value."""
+    order = np.lexsort((-vals, rows))
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)
+    keep = rank < k
+    return rows[keep], cols[keep], vals[keep]
 
 
 def _top_k_into(block: np.ndarray, k: int, floor: float, out_idx: np.ndarray, out_sim: np.ndarray) -> None:
@@ -562,8 +616,8 @@ def cluster_incremental(
     ``eligible`` (default all) marks faces allowed to join or found people (the quality gate);
     ``forbidden`` maps a face row to labels it must not get. ``new`` marks the faces added since the
     last run: unlabelled faces that are not new already failed to form a person among themselves,
-    so step 2 then only clusters the new faces and the old unlabelled faces within two links of
-    them, and a run costs in proportion to the new faces. Runs in ``O(n·k)`` memory.
+    so steps 1 and 2 then only look at the new faces and the old unlabelled faces within two links
+    of them, and a run costs in proportion to the new faces. Runs in ``O(n·k)`` memory.
     """
     x = normalize_rows(embeddings)
     n = x.shape[0]
@@ -578,6 +632,9 @@ def cluster_incremental(
 
     assigned = np.flatnonzero(labels >= 0)
     todo = np.flatnonzero((labels < 0) & ok)
+    if new is not None:
+        # Old unlabelled faces could only newly qualify through new faces near them.
+        todo = _near_new_faces(x, todo, np.asarray(new, dtype=bool), threshold, k)
     if assigned.size and todo.size:
         position = {int(face): row for row, face in enumerate(todo)}
         vote = assign_to_people(
@@ -597,9 +654,7 @@ def cluster_incremental(
         labels[todo[joined]] = vote.labels[joined]
         result.joined_existing += int(joined.sum())
 
-    rest = np.flatnonzero((labels < 0) & ok)
-    if new is not None:
-        rest = _near_new_faces(x, rest, np.asarray(new, dtype=bool), threshold, k)
+    rest = todo[labels[todo] < 0]
     if rest.size < max(min_faces, 1):
         return result
     groups = cluster_faces(

@@ -243,6 +243,19 @@ def wider(
     help="Embedding cache (default ~/.cache/faceatlas/eval).",
 )
 @click.option("--cache/--no-cache", default=True, show_default=True)
+@click.option(
+    "--distractors",
+    is_flag=True,
+    help="Every photo of ROOT in one library (strangers included), clustered as the library does; "
+    "scored on each photo's main face, per quality gate, and for an incremental run.",
+)
+@click.option(
+    "--min-faces",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="With --distractors: faces a new person needs.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write JSON and Markdown here.")
 @click.pass_context
 def cluster(
@@ -257,12 +270,32 @@ def cluster(
     threads: int | None,
     cache_dir: Path | None,
     cache: bool,
+    distractors: bool,
+    min_faces: int,
     out: Path | None,
 ) -> None:
-    """Cluster the faces of people with many images; BCubed and pairwise precision / recall / F."""
-    from faceatlas.evaluation.runs import run_cluster
+    """Cluster the faces of people with many images; BCubed and pairwise precision / recall / F.
+
+    With --distractors: every photo, fake people, strangers put into a person, quality gates.
+    """
+    from faceatlas.evaluation.runs import run_cluster, run_cluster_distractors
 
     engine = load_engine(pack, threads=threads, attributes=False)
+    if distractors:
+        report = _run(
+            run_cluster_distractors,
+            engine,
+            root,
+            threshold=threshold,
+            min_faces=min_faces,
+            max_people=max_people,
+            cache_root=cache_dir,
+            use_cache=cache,
+            batch_size=batch_size,
+        )
+        report["command"] = _command(ctx, skip=("out", "cache_dir"))
+        _finish(report, out, f"cluster-distractors-{pack}")
+        return
     report = _run(
         run_cluster,
         engine,

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "index": "faceatlas.cli.library:index",
     "cluster": "faceatlas.cli.library:cluster",
     "people": "faceatlas.cli.library:people",
+    "faces": "faceatlas.cli.library:faces",
     "person": "faceatlas.cli.library:person",
     "search": "faceatlas.cli.library:search",
     "export": "faceatlas.cli.library:export",

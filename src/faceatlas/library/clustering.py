@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, union, update
+from sqlalchemy import case, delete, func, select, union, update
 from sqlalchemy.orm import Session
 
 from faceatlas.clustering import (
@@ -317,3 +317,55 @@ def drop_empty_people(session: Session) -> int:
     if ids:
         session.execute(delete(Person).where(Person.id.in_(ids)))
     return len(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class FaceSummary:
+    face_id: int
+    photo_path: str
+    person_id: int | None
+    person_name: str | None
+    quality: float | None
+    size: float  # shorter box side, pixels
+    source: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "face_id": self.face_id,
+            "photo": self.photo_path,
+            "person_id": self.person_id,
+            "person": self.person_name,
+            "quality": None if self.quality is None else round(self.quality, 3),
+            "size": round(self.size, 1),
+            "source": self.source,
+        }
+
+
+def list_faces(db: Database, *, unassigned: bool = False, limit: int = 0) -> list[FaceSummary]:
+    """Faces by photo; ``unassigned``: only those no person has (what review pages show)."""
+    from faceatlas.library.tables import Photo
+
+    width, height = Face.x_max - Face.x_min, Face.y_max - Face.y_min
+    query = (
+        select(
+            Face.id,
+            Photo.path,
+            Face.person_id,
+            Person.name,
+            Face.quality,
+            case((width < height, width), else_=height),
+            Face.source,
+        )
+        .join(Photo, Photo.id == Face.photo_id)
+        .outerjoin(Person, Person.id == Face.person_id)
+        .order_by(Photo.path, Face.id)
+    )
+    if unassigned:
+        query = query.where(Face.person_id.is_(None))
+    if limit > 0:
+        query = query.limit(limit)
+    with db.session() as session:
+        return [
+            FaceSummary(int(f), p, pid, name, q, float(size), src)
+            for f, p, pid, name, q, size, src in session.execute(query)
+        ]

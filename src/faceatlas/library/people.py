@@ -19,10 +19,10 @@ from faceatlas.storage import Database
 
 
 def resolve_person(session: Session, ref: str | int) -> Person:
-    """A live person by id or exact name (a merged person resolves to its survivor)."""
+    """A live person by id or name, case-insensitively (a merged person resolves to its survivor)."""
     person: Person | None = None
     text = str(ref)
-    person = session.scalar(select(Person).where(Person.name == text))
+    person = session.scalar(select(Person).where(func.lower(Person.name) == text.strip().lower()))
     if person is None and text.isdigit():
         person = session.get(Person, int(text))
     if person is None:
@@ -42,7 +42,9 @@ def rename_person(db: Database, ref: str | int, new_name: str) -> Person:
         raise DecisionError("a person's name must be non-empty and not a number")
     with db.session() as session:
         person = resolve_person(session, ref)
-        clash = session.scalar(select(Person).where(Person.name == new_name, Person.id != person.id))
+        clash = session.scalar(
+            select(Person).where(func.lower(Person.name) == new_name.lower(), Person.id != person.id)
+        )
         if clash is not None:
             raise DecisionError(f"the name {new_name!r} is taken by person {clash.id}; merge them instead")
         person.name = new_name
@@ -50,21 +52,78 @@ def rename_person(db: Database, ref: str | int, new_name: str) -> Person:
         return person
 
 
-def merge_people(db: Database, ref: str | int, other_ref: str | int) -> Person:
-    """Move every face of ``other`` to ``person``; ``other`` stays resolvable and points at ``person``."""
+@dataclass(frozen=True, slots=True)
+class BlockedFace:
+    """A face a merge could not move, and why."""
+
+    face_id: int
+    photo_path: str
+    conflicting_face_id: int  # the face of the surviving person in the same photo
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"photo {self.photo_path} already shows this person as face {self.conflicting_face_id}, "
+            "and two faces of one photo are never one person"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    person_id: int
+    name: str | None
+    moved: int  # faces moved to the surviving person
+    blocked: tuple[BlockedFace, ...]  # faces left unassigned instead (cannot-link)
+
+    @property
+    def left_behind(self) -> list[int]:
+        return [face.face_id for face in self.blocked]
+
+    @property
+    def reason(self) -> str | None:
+        """One sentence for the user when faces could not follow the merge."""
+        if not self.blocked:
+            return None
+        return (
+            f"{len(self.blocked)} face(s) stayed unassigned: their photos already show this person, "
+            "and two faces of one photo cannot be one person"
+        )
+
+
+def merge_people(db: Database, ref: str | int, other_ref: str | int) -> MergeResult:
+    """Move every face of ``other`` to ``person``; ``other`` stays resolvable and points at ``person``.
+
+    Faces of ``other`` in a photo where ``person`` already has a face cannot move (two faces of
+    one photo are never one person): they are left unassigned and listed in the result.
+    """
     with db.session() as session:
         person = resolve_person(session, ref)
         other = resolve_person(session, other_ref)
         if person.id == other.id:
             raise DecisionError("cannot merge a person into itself")
-        # Two faces of one photo cannot be one person: faces of `other` sharing a photo with
-        # `person` stay with nobody rather than break that rule.
-        taken = select(Face.photo_id).where(Face.person_id == person.id)
-        session.execute(
-            update(Face)
-            .where(Face.person_id == other.id, Face.photo_id.in_(taken))
-            .values(person_id=None, source=None)
+        survivor_faces = {
+            int(photo): int(face)
+            for face, photo in session.execute(
+                select(Face.id, Face.photo_id).where(Face.person_id == person.id).order_by(Face.id)
+            )
+        }
+        rows = session.execute(
+            select(Face.id, Face.photo_id, Photo.path)
+            .join(Photo, Photo.id == Face.photo_id)
+            .where(Face.person_id == other.id)
+            .order_by(Face.id)
+        ).all()
+        blocked = tuple(
+            BlockedFace(int(face), path, survivor_faces[int(photo)])
+            for face, photo, path in rows
+            if int(photo) in survivor_faces
         )
+        if blocked:
+            session.execute(
+                update(Face)
+                .where(Face.id.in_([b.face_id for b in blocked]))
+                .values(person_id=None, source=None)
+            )
         session.execute(update(Face).where(Face.person_id == other.id).values(person_id=person.id))
         if person.name is None and other.name is not None:
             name, other.name = other.name, None
@@ -75,7 +134,7 @@ def merge_people(db: Database, ref: str | int, other_ref: str | int) -> Person:
         other.merged_into = person.id
         session.execute(update(Person).where(Person.merged_into == other.id).values(merged_into=person.id))
         session.add(Decision(kind="merge", person_id=person.id, other_person_id=other.id))
-        return person
+        return MergeResult(person.id, person.name, len(rows) - len(blocked), blocked)
 
 
 def remove_face(db: Database, ref: str | int, face_id: int) -> None:
@@ -103,7 +162,8 @@ def split_faces(db: Database, ref: str | int, face_ids: list[int], name: str | N
         faces = session.scalars(select(Face).where(Face.id.in_(face_ids))).all()
         if len(faces) != len(set(face_ids)) or any(f.person_id != person.id for f in faces):
             raise FaceNotFoundError(f"not all of {face_ids} belong to person {person.id}")
-        if name is not None and session.scalar(select(Person.id).where(Person.name == name)) is not None:
+        taken = select(Person.id).where(func.lower(Person.name) == (name or "").lower())
+        if name is not None and session.scalar(taken) is not None:
             raise DecisionError(f"the name {name!r} is taken")
         new = Person(name=name)
         session.add(new)
@@ -261,31 +321,3 @@ def _add_decision_once(session: Session, kind: str, face_id: int, person_id: int
     )
     if exists is None:
         session.add(Decision(kind=kind, face_id=face_id, person_id=person_id))
-
-
-@dataclass(frozen=True, slots=True)
-class MergeResult:
-    person: Person
-    #: Faces of the merged person left unassigned because their photo already shows the survivor.
-    left_behind: list[int]
-
-    @property
-    def reason(self) -> str | None:
-        if not self.left_behind:
-            return None
-        return (
-            f"{len(self.left_behind)} face(s) stayed unassigned: their photos already show this person, "
-            "and two faces of one photo cannot be one person"
-        )
-
-
-def merge_people_explained(db: Database, ref: str | int, other_ref: str | int) -> MergeResult:
-    """:func:`merge_people`, also saying which faces could not follow (cannot-link: same photo)."""
-    with db.session() as session:
-        person = resolve_person(session, ref)
-        other = resolve_person(session, other_ref)
-        taken = select(Face.photo_id).where(Face.person_id == person.id)
-        staying = list(
-            session.scalars(select(Face.id).where(Face.person_id == other.id, Face.photo_id.in_(taken)))
-        )
-    return MergeResult(merge_people(db, ref, other_ref), staying)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -340,11 +341,14 @@ def exit_with_parent() -> None:
 
     Linux: PR_SET_PDEATHSIG. Elsewhere: a daemon thread that exits when the parent pid changes.
     """
-    import signal
     import sys
     import threading
 
-    parent = os.getppid()
+    # The pid that started us, not getppid() now: the parent may already be gone (then getppid() is 1).
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None and started_by.pid else os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -371,6 +375,7 @@ WorkerEngineArgs = tuple[str, tuple[str, ...], dict[str, Any], bool]  # pack, pl
 
 def _worker_init(engine_args: WorkerEngineArgs | None = None) -> None:
     exit_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the indexer's to handle, not each worker's
     # Decoders must not each spin up a full thread pool in OpenCV / BLAS: the cores are theirs already.
     try:
         import cv2
