@@ -115,17 +115,17 @@ def subjects_page(
         ids = [int(r[0]) for r in rows]
         counts: dict[int, tuple[int, str | None]] = {}
         if ids:
-            for subject_id, count, cover in s.execute(
+            for owner, count, first_image in s.execute(
                 select(ServiceFace.subject_id, func.count(), func.min(ServiceImage.face_id))
                 .outerjoin(ServiceImage, ServiceImage.face_id == ServiceFace.id)
                 .where(ServiceFace.subject_id.in_(ids))
                 .group_by(ServiceFace.subject_id)
             ):
-                counts[int(subject_id)] = (int(count), cover)
+                counts[int(owner)] = (int(count), first_image)
     page: list[SubjectSummary] = []
     for subject_id, name in rows:
-        count, cover = counts.get(int(subject_id), (0, None))
-        page.append(SubjectSummary(int(subject_id), name, count, cover))
+        faces, cover = counts.get(int(subject_id), (0, None))
+        page.append(SubjectSummary(int(subject_id), name, faces, cover))
     return total, page
 
 
