@@ -136,3 +136,37 @@ def test_similarity_table_counts() -> None:
     rows = similarity_table(cosines, same, c0, c1, levels=(0.5, 0.9))
     assert rows[0] == {"similarity": 0.5, "far": 0.5, "tar": 0.5, "false_accepts": 1, "true_accepts": 1}
     assert rows[1]["far"] == 0.0 and rows[1]["tar"] == 0.5
+
+
+def test_import_from_the_default_library(server: LiveServer, engine, shared: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The service page's "import named people" button: the server's default library into a service."""
+    from faceatlas.library.people import ClusterOptions, cluster_library, list_people, rename_person
+    from faceatlas.library.pipeline import index_library
+    from faceatlas.library.store import open_library
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    person = shared / "data" / "lfw-dev" / "images" / "Hugo_Chavez"
+    for image in sorted(person.glob("*.jpg"))[:6]:
+        (folder / image.name).symlink_to(image)
+    library = open_library(server.data_dir)
+    index_library(library, engine, [folder])
+    cluster_library(library, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))
+    rename_person(library, list_people(library)[0].id, "Hugo")
+    library.dispose()
+
+    client = server.client  # type: ignore[attr-defined]
+    sid = client.post(f"{API}/services", json={"name": "from-library"}).json()["id"]
+    first = client.post(f"{API}/services/{sid}/import-library", json={"faces_per_person": 2}).json()
+    assert (
+        first["changed"] is True and first["people"][0]["name"] == "Hugo" and first["people"][0]["added"] == 2
+    )
+    again = client.post(f"{API}/services/{sid}/import-library", json={"faces_per_person": 2}).json()
+    assert again["changed"] is False
+    subjects = client.get(f"{API}/services/{sid}/subjects").json()["subjects"]
+    assert [(s["name"], s["faces"]) for s in subjects] == [("Hugo", 2)] and subjects[0]["cover_image_id"]
+    assert client.post(f"{API}/services/{sid}/import-library", json={"library": "nope"}).status_code == 404
+    missing = client.post(f"{API}/services/{sid}/import-library", json={"people": ["Nobody"]})
+    assert missing.status_code == 404
+    page = client.get(f"/console/services/{sid}")
+    assert 'id="import-library"' in page.text

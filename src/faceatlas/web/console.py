@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from faceatlas.errors import FaceAtlasError, ImageError
 from faceatlas.images import decode_image
+from faceatlas.library.publish import DEFAULT_FACES_PER_PERSON, publish_library
 from faceatlas.library.thumbnails import crop_face
 from faceatlas.models.store import cache_dir
 from faceatlas.storage.service_tables import SERVICE_TYPES
@@ -152,6 +153,7 @@ async def service_page(
         pages=max(math.ceil(total / SUBJECTS_PER_PAGE), 1),
         q=q,
         plugins=_plugins(state),
+        faces_per_person=DEFAULT_FACES_PER_PERSON,
     )
 
 
@@ -438,6 +440,35 @@ def _write_private(target: Path, data: bytes) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+class LibraryImport(BaseModel):
+    library: str = "default"
+    people: list[str] | None = None  # names or ids; None: every named person
+    faces_per_person: int = Field(default=DEFAULT_FACES_PER_PERSON, ge=1, le=50)
+
+
+@api.post("/services/{service_id}/import-library", summary="Publish a library's named people as subjects")
+async def import_library(
+    request: Request, service_id: int, body: LibraryImport, _owner: OwnerApi
+) -> dict[str, object]:
+    """As ``faceatlas services import-library``: re-running applies only what changed in the library."""
+    state = _state(request)
+    _recognition(request, service_id)
+    handle = request.app.state.web.libraries.get(body.library)
+    if handle is None:
+        raise WebError(404, f"no library {body.library!r}")
+    report = await _call(
+        request,
+        publish_library,
+        handle.db,
+        state.store,
+        service_id,
+        people=body.people,
+        faces_per_person=body.faces_per_person,
+    )
+    await _call(request, state.collections.after_write, service_id)
+    return {**report.to_dict(), "changed": report.changed}
 
 
 @api.get("/status", summary="Pack, models, providers and what a similarity means for this pack")

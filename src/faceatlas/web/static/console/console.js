@@ -305,3 +305,25 @@ servicesPage();
 uploader();
 subjectPage();
 tryIt();
+
+// ------------------------------------------------------------------------------------ library import
+(function libraryImport() {
+  const form = document.getElementById("import-library");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const json = { library: data.get("library"), faces_per_person: Number(data.get("faces_per_person")) };
+    const report = await attempt(() =>
+      api(`${CONSOLE}/services/${form.dataset.service}/import-library`, { method: "POST", json }),
+    );
+    if (!report) return;
+    const added = report.people.reduce((n, p) => n + p.added, 0);
+    const removed = report.people.reduce((n, p) => n + p.removed, 0);
+    const skipped = report.people.filter((p) => p.skipped).map((p) => `${p.name}: ${p.skipped}`);
+    document.getElementById("import-result").textContent = report.changed
+      ? `${report.people.length} people: +${added} −${removed} faces${skipped.length ? `; ${skipped.join("; ")}` : ""}`
+      : `nothing changed${skipped.length ? `; ${skipped.join("; ")}` : ""}`;
+    if (report.changed) setTimeout(() => location.reload(), 1500);
+  });
+})();
