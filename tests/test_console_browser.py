@@ -42,10 +42,24 @@ FACTS: dict[str, Any] = {}  # what one test leaves for the next (keys, ids)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(engine, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """A server whose default library holds one named person (Hugo Chavez, 6 photos)."""
+    from faceatlas.library.people import ClusterOptions, cluster_library, list_people, rename_person
+    from faceatlas.library.pipeline import index_library
+    from faceatlas.library.store import open_library
+
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    with LiveServer(tmp_path_factory.mktemp("console")) as live:
+    data = tmp_path_factory.mktemp("console")
+    photos = tmp_path_factory.mktemp("console-photos")
+    for image in sorted((shared / "data" / "lfw-dev" / "images" / "Hugo_Chavez").glob("*.jpg"))[:6]:
+        (photos / image.name).symlink_to(image)
+    library = open_library(data)
+    index_library(library, engine, [photos])
+    cluster_library(library, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))
+    FACTS["person"] = rename_person(library, list_people(library)[0].id, "Hugo Chavez").id
+    library.dispose()
+    with LiveServer(data) as live:
         yield live
 
 
@@ -300,3 +314,17 @@ def test_delete_service_asks_first(tab: Any, server: LiveServer) -> None:
         server.url + "/api/console/v1/services", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
     ).json()["services"]
     assert [s["name"] for s in listed] == ["front door", "doorbell detect"]
+
+
+def test_publish_a_person_from_the_person_page(tab: Any) -> None:
+    tab.goto(f"/l/default/people/{FACTS['person']}")
+    tab.wait_for_selector("#publish:not([hidden])")
+    assert tab.locator("#publish-service option").all_inner_texts() == ["front door"]
+    tab.click("#publish-run")
+    tab.wait_for_function("() => document.getElementById('publish-result').textContent.includes('faces')")
+    assert "subject Hugo Chavez: +5" in tab.locator("#publish-result").inner_text()
+    shot(tab, "08-person-publish")
+    tab.click("#publish-run")  # again: nothing changes
+    tab.wait_for_function("() => document.getElementById('publish-result').textContent.includes('+0 −0')")
+    tab.goto(f"/console/services/{FACTS['service']}")
+    assert "5 images" in tab.locator(".subject-tile[data-subject='Hugo Chavez']").inner_text()
