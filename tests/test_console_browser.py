@@ -300,6 +300,28 @@ def test_status_shows_pack_models_and_similarity_table(tab: Any) -> None:
     shot(tab, "07-status")
 
 
+def test_verification_try_it_compares_two_images(tab: Any, shared: Path) -> None:
+    create_service(tab, "gate verify", "verification")
+    tab.click("tr[data-name='gate verify'] a.service-link")
+    tab.wait_for_selector("#try-run")
+    tab.set_input_files("[data-try-file=source_image]", str(shared / EXAMPLES / "obama.jpg"))
+    tab.set_input_files("[data-try-file=target_image]", str(shared / EXAMPLES / "two_people.jpg"))
+    tab.click("#try-run")
+    tab.wait_for_function("() => document.querySelectorAll('.try-canvas').length === 2")
+    answer = json.loads(tab.locator("#try-json").inner_text())["result"][0]
+    best = max(answer["face_matches"], key=lambda face: face["similarity"])
+    assert best["similarity"] > 0.9 and len(answer["face_matches"]) == 2
+    labels = tab.locator(".try-label").all_inner_texts()
+    assert any(label.startswith("similarity 0.9") or label.startswith("similarity 1.0") for label in labels)
+    curl = tab.locator("#try-curl").inner_text()
+    assert '-F "source_image=@obama.jpg" -F "target_image=@two_people.jpg"' in curl
+    shot(tab, "09-try-it-verification")
+    tab.goto("/console/services")
+    tab.once("dialog", lambda dialog: dialog.accept())
+    tab.click("tr[data-name='gate verify'] [data-action=delete]")
+    tab.wait_for_selector("tr[data-name='gate verify']", state="detached")
+
+
 def test_delete_service_asks_first(tab: Any, server: LiveServer) -> None:
     create_service(tab, "temporary", "verification")
     tab.reload()
