@@ -42,10 +42,24 @@ FACTS: dict[str, Any] = {}  # what one test leaves for the next (keys, ids)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def server(engine, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
+    """A server whose default library holds one named person (Hugo Chavez, 6 photos)."""
+    from faceatlas.library.people import ClusterOptions, cluster_library, list_people, rename_person
+    from faceatlas.library.pipeline import index_library
+    from faceatlas.library.store import open_library
+
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    with LiveServer(tmp_path_factory.mktemp("console")) as live:
+    data = tmp_path_factory.mktemp("console")
+    photos = tmp_path_factory.mktemp("console-photos")
+    for image in sorted((shared / "data" / "lfw-dev" / "images" / "Hugo_Chavez").glob("*.jpg"))[:6]:
+        (photos / image.name).symlink_to(image)
+    library = open_library(data)
+    index_library(library, engine, [photos])
+    cluster_library(library, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))
+    FACTS["person"] = rename_person(library, list_people(library)[0].id, "Hugo Chavez").id
+    library.dispose()
+    with LiveServer(data) as live:
         yield live
 
 
@@ -260,9 +274,10 @@ def test_subject_rename_merge_and_delete_image(tab: Any) -> None:
     tab.goto(f"/console/services/{FACTS['service']}")
     tab.click(".subject-tile[data-subject=Biden]")
     tab.wait_for_selector("#subject")
+    biden_page = tab.url
     tab.fill("#subject-name", "Obama")  # onto an existing subject: merged, as in CompreFace
     tab.click("#subject-rename")
-    tab.wait_for_url(re.compile(r"/subjects/\d+$"))
+    tab.wait_for_url(lambda url: url != biden_page and re.search(r"/subjects/\d+$", url) is not None)
     tab.wait_for_selector(".image-tile")
     assert tab.locator(".image-tile").count() == 3
     tab.once("dialog", lambda dialog: dialog.accept())
@@ -285,6 +300,28 @@ def test_status_shows_pack_models_and_similarity_table(tab: Any) -> None:
     shot(tab, "07-status")
 
 
+def test_verification_try_it_compares_two_images(tab: Any, shared: Path) -> None:
+    create_service(tab, "gate verify", "verification")
+    tab.click("tr[data-name='gate verify'] a.service-link")
+    tab.wait_for_selector("#try-run")
+    tab.set_input_files("[data-try-file=source_image]", str(shared / EXAMPLES / "obama.jpg"))
+    tab.set_input_files("[data-try-file=target_image]", str(shared / EXAMPLES / "two_people.jpg"))
+    tab.click("#try-run")
+    tab.wait_for_function("() => document.querySelectorAll('.try-canvas').length === 2")
+    answer = json.loads(tab.locator("#try-json").inner_text())["result"][0]
+    best = max(answer["face_matches"], key=lambda face: face["similarity"])
+    assert best["similarity"] > 0.9 and len(answer["face_matches"]) == 2
+    labels = tab.locator(".try-label").all_inner_texts()
+    assert any(label.startswith("similarity 0.9") or label.startswith("similarity 1.0") for label in labels)
+    curl = tab.locator("#try-curl").inner_text()
+    assert '-F "source_image=@obama.jpg" -F "target_image=@two_people.jpg"' in curl
+    shot(tab, "09-try-it-verification")
+    tab.goto("/console/services")
+    tab.once("dialog", lambda dialog: dialog.accept())
+    tab.click("tr[data-name='gate verify'] [data-action=delete]")
+    tab.wait_for_selector("tr[data-name='gate verify']", state="detached")
+
+
 def test_delete_service_asks_first(tab: Any, server: LiveServer) -> None:
     create_service(tab, "temporary", "verification")
     tab.reload()
@@ -299,3 +336,17 @@ def test_delete_service_asks_first(tab: Any, server: LiveServer) -> None:
         server.url + "/api/console/v1/services", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
     ).json()["services"]
     assert [s["name"] for s in listed] == ["front door", "doorbell detect"]
+
+
+def test_publish_a_person_from_the_person_page(tab: Any) -> None:
+    tab.goto(f"/l/default/people/{FACTS['person']}")
+    tab.wait_for_selector("#publish:not([hidden])")
+    assert tab.locator("#publish-service option").all_inner_texts() == ["front door"]
+    tab.click("#publish-run")
+    tab.wait_for_function("() => document.getElementById('publish-result').textContent.includes('faces')")
+    assert "subject Hugo Chavez: +5" in tab.locator("#publish-result").inner_text()
+    shot(tab, "08-person-publish")
+    tab.click("#publish-run")  # again: nothing changes
+    tab.wait_for_function("() => document.getElementById('publish-result').textContent.includes('+0 −0')")
+    tab.goto(f"/console/services/{FACTS['service']}")
+    assert "5 images" in tab.locator(".subject-tile[data-subject='Hugo Chavez']").inner_text()

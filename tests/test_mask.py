@@ -139,15 +139,7 @@ def test_mask_plugin_over_raw_http(server: LiveServer, masked_photo: Path, share
     assert "mask" in status["available_plugins"]
 
     def detect(path: Path) -> dict:  # type: ignore[type-arg]
-        with path.open("rb") as handle:
-            response = httpx.post(
-                server.url + "/api/v1/detection/detect?face_plugins=mask&status=true",
-                headers={"x-api-key": keys["detection"]},
-                files={"file": (path.name, handle, "image/jpeg")},
-                timeout=60,
-            )
-        assert response.status_code == 200, response.text
-        return response.json()
+        return post(server, "/api/v1/detection/detect?face_plugins=mask&status=true", keys["detection"], path)
 
     masked = detect(masked_photo)
     face = masked["result"][0]
@@ -158,22 +150,25 @@ def test_mask_plugin_over_raw_http(server: LiveServer, masked_photo: Path, share
     assert plain["result"][0]["mask"]["value"] == "without_mask"
 
     # recognize carries it too; without face_plugins=mask the field is absent
-    with masked_photo.open("rb") as handle:
+    recognized = post(
+        server, "/api/v1/recognition/recognize?face_plugins=mask,age", keys["recognition"], masked_photo
+    )
+    assert recognized["result"][0]["mask"]["value"] == "with_mask"
+    assert (
+        "mask" not in post(server, "/api/v1/detection/detect", keys["detection"], masked_photo)["result"][0]
+    )
+
+
+def post(server: LiveServer, path: str, key: str, photo: Path) -> dict:  # type: ignore[type-arg]
+    with photo.open("rb") as handle:
         response = httpx.post(
-            server.url + "/api/v1/recognition/recognize?face_plugins=mask,age",
-            headers={"x-api-key": keys["recognition"]},
-            files={"file": ("m.jpg", handle, "image/jpeg")},
+            server.url + path,
+            headers={"x-api-key": key},
+            files={"file": (photo.name, handle, "image/jpeg")},
             timeout=60,
         )
-    assert response.json()["result"][0]["mask"]["value"] == "with_mask"
-    with masked_photo.open("rb") as handle:
-        response = httpx.post(
-            server.url + "/api/v1/detection/detect",
-            headers={"x-api-key": keys["detection"]},
-            files={"file": ("m.jpg", handle, "image/jpeg")},
-            timeout=60,
-        )
-    assert "mask" not in response.json()["result"][0]
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 SDK_MASK_SCRIPT = r"""

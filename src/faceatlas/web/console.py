@@ -9,10 +9,7 @@ the real CompreFace endpoints with the service's key, so the JSON shown is exact
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -24,7 +21,9 @@ from pydantic import BaseModel, Field
 
 from faceatlas.errors import FaceAtlasError, ImageError
 from faceatlas.images import decode_image
+from faceatlas.library.publish import DEFAULT_FACES_PER_PERSON, publish_library
 from faceatlas.library.thumbnails import crop_face
+from faceatlas.models.convert import write_atomically
 from faceatlas.models.store import cache_dir
 from faceatlas.storage.service_tables import SERVICE_TYPES
 from faceatlas.storage.services import (
@@ -90,6 +89,14 @@ def _recognition(request: Request, service_id: int) -> ServiceRecord:
     return record
 
 
+async def _subject_or_404(request: Request, service_id: int, subject_id: int) -> console_store.SubjectSummary:
+    _recognition(request, service_id)
+    found = await _call(request, console_store.subject, _state(request).store.db, service_id, subject_id)
+    if found is None:
+        raise WebError(404, f"no subject {subject_id}")
+    return found
+
+
 def _page_number(value: int, total: int, per_page: int) -> int:
     return min(max(value, 1), max(math.ceil(total / per_page), 1))
 
@@ -152,6 +159,7 @@ async def service_page(
         pages=max(math.ceil(total / SUBJECTS_PER_PAGE), 1),
         q=q,
         plugins=_plugins(state),
+        faces_per_person=DEFAULT_FACES_PER_PERSON,
     )
 
 
@@ -286,10 +294,7 @@ async def rename_subject(
     request: Request, service_id: int, subject_id: int, body: NewName, _owner: OwnerApi
 ) -> dict[str, object]:
     state = _state(request)
-    _recognition(request, service_id)
-    found = await _call(request, console_store.subject, state.store.db, service_id, subject_id)
-    if found is None:
-        raise WebError(404, f"no subject {subject_id}")
+    found = await _subject_or_404(request, service_id, subject_id)
     new = body.name.strip()
     if "\0" in new or not new:
         raise WebError(400, "a subject name must not be blank or contain NUL")
@@ -306,10 +311,7 @@ async def delete_subject(
     request: Request, service_id: int, subject_id: int, _owner: OwnerApi
 ) -> dict[str, object]:
     state = _state(request)
-    _recognition(request, service_id)
-    found = await _call(request, console_store.subject, state.store.db, service_id, subject_id)
-    if found is None:
-        raise WebError(404, f"no subject {subject_id}")
+    found = await _subject_or_404(request, service_id, subject_id)
     await _call(request, state.store.delete_subject, service_id, found.name)
     await _call(request, state.collections.after_write, service_id)
     return {"deleted": found.name, "faces": found.faces}
@@ -396,7 +398,7 @@ async def thumbnail(
         if not data:
             raise WebError(404, f"no stored image {image_id}")
         jpeg = await _call(request, _face_thumbnail, state.engine, data, size)
-        _write_private(target, jpeg)
+        write_atomically(target, jpeg, private=True)
     return Response(target.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
 
 
@@ -426,18 +428,33 @@ def _face_thumbnail(engine: Any, data: bytes, size: int) -> bytes:
     return encoded.tobytes()
 
 
-def _write_private(target: Path, data: bytes) -> None:
-    """Write a cache file readable by the owner only (thumbnails show private faces)."""
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+class LibraryImport(BaseModel):
+    library: str = "default"
+    people: list[str] | None = None  # names or ids; None: every named person
+    faces_per_person: int = Field(default=DEFAULT_FACES_PER_PERSON, ge=1, le=50)
+
+
+@api.post("/services/{service_id}/import-library", summary="Publish a library's named people as subjects")
+async def import_library(
+    request: Request, service_id: int, body: LibraryImport, _owner: OwnerApi
+) -> dict[str, object]:
+    """As ``faceatlas services import-library``: re-running applies only what changed in the library."""
+    state = _state(request)
+    _recognition(request, service_id)
+    handle = request.app.state.web.libraries.get(body.library)
+    if handle is None:
+        raise WebError(404, f"no library {body.library!r}")
+    report = await _call(
+        request,
+        publish_library,
+        handle.db,
+        state.store,
+        service_id,
+        people=body.people,
+        faces_per_person=body.faces_per_person,
+    )
+    await _call(request, state.collections.after_write, service_id)
+    return {**report.to_dict(), "changed": report.changed}
 
 
 @api.get("/status", summary="Pack, models, providers and what a similarity means for this pack")

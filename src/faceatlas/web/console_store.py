@@ -102,29 +102,31 @@ def subjects_page(
     if query:
         escaped = query.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         where.append(ServiceSubject.name_key.like(f"%{escaped}%", escape="\\"))
-    counts = (
-        select(
-            ServiceFace.subject_id,
-            func.count().label("n"),
-            # the cover: any stored face of the subject that has its image (the smallest id, stable)
-            func.min(ServiceImage.face_id).label("cover"),
-        )
-        .outerjoin(ServiceImage, ServiceImage.face_id == ServiceFace.id)
-        .where(ServiceFace.service_id == service_id)
-        .group_by(ServiceFace.subject_id)
-        .subquery()
-    )
     with db.session() as s:
         total = int(s.scalar(select(func.count()).select_from(ServiceSubject).where(*where)) or 0)
         rows = s.execute(
-            select(ServiceSubject.id, ServiceSubject.name, func.coalesce(counts.c.n, 0), counts.c.cover)
-            .outerjoin(counts, counts.c.subject_id == ServiceSubject.id)
+            select(ServiceSubject.id, ServiceSubject.name)
             .where(*where)
             .order_by(ServiceSubject.name_key, ServiceSubject.id)
             .offset(offset)
             .limit(limit)
         ).all()
-    return total, [SubjectSummary(int(r[0]), r[1], int(r[2]), r[3]) for r in rows]
+        # counts and covers of this page's subjects only (the subject index), never of the whole collection
+        ids = [int(r[0]) for r in rows]
+        counts: dict[int, tuple[int, str | None]] = {}
+        if ids:
+            for owner, count, first_image in s.execute(
+                select(ServiceFace.subject_id, func.count(), func.min(ServiceImage.face_id))
+                .outerjoin(ServiceImage, ServiceImage.face_id == ServiceFace.id)
+                .where(ServiceFace.subject_id.in_(ids))
+                .group_by(ServiceFace.subject_id)
+            ):
+                counts[int(owner)] = (int(count), first_image)
+    page: list[SubjectSummary] = []
+    for subject_id, name in rows:
+        faces, cover = counts.get(int(subject_id), (0, None))
+        page.append(SubjectSummary(int(subject_id), name, faces, cover))
+    return total, page
 
 
 def subject(db: Database, service_id: int, subject_id: int) -> SubjectSummary | None:

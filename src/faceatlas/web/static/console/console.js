@@ -21,6 +21,20 @@ async function copyText(text) {
   field.remove();
 }
 
+/** Files dropped on ``zone`` go to ``onFiles`` (the zone is highlighted while they hover over it). */
+function acceptDrops(zone, onFiles) {
+  zone.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    if (event.dataTransfer.files.length) onFiles([...event.dataTransfer.files]);
+  });
+}
+
 // ------------------------------------------------------------------------------------ services page
 function showKey(record) {
   keyStore.set(record.id, record.api_key);
@@ -111,16 +125,7 @@ function uploader() {
     if (answer.added) setTimeout(() => location.reload(), 1200);
   }
   input.addEventListener("change", () => input.files.length && send([...input.files]));
-  drop.addEventListener("dragover", (event) => {
-    event.preventDefault();
-    drop.classList.add("over");
-  });
-  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-  drop.addEventListener("drop", (event) => {
-    event.preventDefault();
-    drop.classList.remove("over");
-    if (event.dataTransfer.files.length) send([...event.dataTransfer.files]);
-  });
+  acceptDrops(drop, send);
 }
 
 // ------------------------------------------------------------------------------------ subject page
@@ -283,16 +288,7 @@ function tryIt() {
     });
   }
   for (const drop of root.querySelectorAll("[data-try-drop]")) {
-    drop.addEventListener("dragover", (event) => {
-      event.preventDefault();
-      drop.classList.add("over");
-    });
-    drop.addEventListener("dragleave", () => drop.classList.remove("over"));
-    drop.addEventListener("drop", (event) => {
-      event.preventDefault();
-      drop.classList.remove("over");
-      const file = event.dataTransfer.files[0];
-      if (!file) return;
+    acceptDrops(drop, ([file]) => {
       chosen[drop.dataset.tryDrop] = file;
       drop.querySelector("strong").textContent = file.name;
       if (type !== "verification") attempt(run);
@@ -305,3 +301,25 @@ servicesPage();
 uploader();
 subjectPage();
 tryIt();
+
+// ------------------------------------------------------------------------------------ library import
+(function libraryImport() {
+  const form = document.getElementById("import-library");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const json = { library: data.get("library"), faces_per_person: Number(data.get("faces_per_person")) };
+    const report = await attempt(() =>
+      api(`${CONSOLE}/services/${form.dataset.service}/import-library`, { method: "POST", json }),
+    );
+    if (!report) return;
+    const added = report.people.reduce((n, p) => n + p.added, 0);
+    const removed = report.people.reduce((n, p) => n + p.removed, 0);
+    const skipped = report.people.filter((p) => p.skipped).map((p) => `${p.name}: ${p.skipped}`);
+    document.getElementById("import-result").textContent = report.changed
+      ? `${report.people.length} people: +${added} −${removed} faces${skipped.length ? `; ${skipped.join("; ")}` : ""}`
+      : `nothing changed${skipped.length ? `; ${skipped.join("; ")}` : ""}`;
+    if (report.changed) setTimeout(() => location.reload(), 1500);
+  });
+})();
