@@ -159,15 +159,18 @@ def decode_and_detect(entry: FileEntry, decode_size: int, known_hash: str | None
     decoded = decode_photo(entry, decode_size, known_hash)
     if _WORKER_ENGINE is None or decoded.image is None:
         return decoded
+    return analyze_decoded(_WORKER_ENGINE, decoded, embed=_WORKER_EMBEDS, **_WORKER_KWARGS)
+
+
+def analyze_decoded(engine: Any, decoded: Decoded, *, embed: bool, **kwargs: Any) -> Decoded:
+    """Detect (and embed) the faces of a decoded photo; with ``embed`` the pixels are then dropped."""
     timings: dict[str, float] = {}
     try:
-        decoded.faces = _WORKER_ENGINE.analyze(
-            decoded.image, embed=_WORKER_EMBEDS, timings=timings, **_WORKER_KWARGS
-        )
+        decoded.faces = engine.analyze(decoded.image, embed=embed, timings=timings, **kwargs)
     except FaceAtlasError as exc:
         decoded.error, decoded.image = describe_error(exc), None
     decoded.timings = timings
-    if _WORKER_EMBEDS and decoded.image is not None:
+    if embed and decoded.image is not None:
         # Done with the pixels: send back only the faces (a 1000x750 image is 2.2 MB to pickle).
         decoded.original_size = decoded.image.original_size
         decoded.image, decoded.embedded = None, True
@@ -472,6 +475,31 @@ def _run_local(
         if detect_in_workers:
             detect_kwargs = {"det_threshold": options.det_threshold, "min_face_size": options.min_face_size}
             engine_args = (engine.pack.id, tuple(options.plugins), detect_kwargs, embed_in_workers)
+        analyze_kwargs = {
+            "plugins": tuple(options.plugins),
+            "det_threshold": options.det_threshold,
+            "min_face_size": options.min_face_size,
+        }
+
+        def handle(decoded: Decoded) -> None:
+            report.stage_seconds["decode"] += decoded.seconds
+            if decoded.error is not None or decoded.unchanged_content:
+                emit(
+                    PhotoResult(
+                        decoded.entry,
+                        decoded.content_hash,
+                        error=decoded.error,
+                        unchanged_content=decoded.unchanged_content,
+                    )
+                )
+            elif decoded.embedded:
+                emit(analyzer.finished(decoded))
+            else:
+                pending.append(decoded)
+
+        # Workers are spawned and load their engines (~1 s); until the first one answers, the main
+        # process indexes photos itself instead of waiting (only when workers run whole photos).
+        workers_up = not embed_in_workers
         with ProcessPoolExecutor(
             max_workers=workers, initializer=_worker_init, initargs=(engine_args,), mp_context=context
         ) as pool:
@@ -490,23 +518,22 @@ def _run_local(
                     )
                 if not in_flight:
                     break
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    decoded: Decoded = future.result()
-                    report.stage_seconds["decode"] += decoded.seconds
-                    if decoded.error is not None or decoded.unchanged_content:
-                        emit(
-                            PhotoResult(
-                                decoded.entry,
-                                decoded.content_hash,
-                                error=decoded.error,
-                                unchanged_content=decoded.unchanged_content,
-                            )
-                        )
-                    elif decoded.embedded:
-                        emit(analyzer.finished(decoded))
+                if not workers_up:
+                    finished, in_flight = wait(in_flight, timeout=0, return_when=FIRST_COMPLETED)
+                    entry = None if finished else next(queue, None)
+                    if entry is None:
+                        # a worker answered, or nothing is left for the main process to take
+                        workers_up, exhausted = True, exhausted or not finished
                     else:
-                        pending.append(decoded)
+                        old = known.get(entry.path)
+                        decoded = decode_photo(entry, options.decode_size, old.content_hash if old else None)
+                        if decoded.image is not None:
+                            decoded = analyze_decoded(engine, decoded, embed=True, **analyze_kwargs)
+                        handle(decoded)
+                else:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    handle(future.result())
                 if len(pending) >= batch_size or (exhausted and not in_flight and pending):
                     flush()
             if pending:
