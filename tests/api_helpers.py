@@ -115,9 +115,10 @@ class LiveServer:
         self.stop()
 
 
-def fresh_postgres_url(tag: str) -> str | None:
-    """A new, empty PostgreSQL database made from FACEATLAS_TEST_POSTGRES (None when it is unset)."""
-    admin_url = os.environ.get("FACEATLAS_TEST_POSTGRES")
+def fresh_postgres_url(tag: str, env: str = "FACEATLAS_TEST_POSTGRES") -> str | None:
+    """A new, empty PostgreSQL database made from the server in ``env`` (None when it is unset);
+    FACEATLAS_TEST_PGVECTOR names the PostgreSQL 18 + pgvector server of .ci/pgvector-server."""
+    admin_url = os.environ.get(env)
     if not admin_url:
         return None
     import psycopg
@@ -128,10 +129,10 @@ def fresh_postgres_url(tag: str) -> str | None:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
-def drop_postgres_database(url: str) -> None:
+def drop_postgres_database(url: str, env: str = "FACEATLAS_TEST_POSTGRES") -> None:
     import psycopg
 
-    admin_url = os.environ["FACEATLAS_TEST_POSTGRES"]
+    admin_url = os.environ[env]
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError,
 from faceatlas.index.service import IndexOptions, ServiceCollections
 from faceatlas.storage.db import Database, sqlite_url
 from faceatlas.storage.services import ServiceStore
+from tests.api_helpers import drop_postgres_database, fresh_postgres_url
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -34,25 +34,6 @@ def clustered_unit_vectors(n: int, dim: int, seed: int = 0, per_person: int = 8)
     centres = rng.normal(size=(max(1, n // per_person), dim)).astype(np.float32)
     x = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def fresh_database(env_var: str, tag: str) -> str | None:
-    admin_url = os.environ.get(env_var)
-    if not admin_url:
-        return None
-    import psycopg
-
-    name = f"faceatlas_{tag}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_database(env_var: str, url: str) -> None:
-    import psycopg
-
-    with psycopg.connect(os.environ[env_var], autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 # --------------------------------------------------------------------------- the index itself
@@ -144,13 +125,13 @@ def test_saved_index_reopens_without_rebuilding(make_index, tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def postgres_urls() -> Iterator[dict[str, str | None]]:
     urls = {
-        "postgresql": fresh_database("FACEATLAS_TEST_POSTGRES", "index"),
-        "pgvector": fresh_database("FACEATLAS_TEST_PGVECTOR", "index"),
+        "postgresql": fresh_postgres_url("index"),
+        "pgvector": fresh_postgres_url("index", "FACEATLAS_TEST_PGVECTOR"),
     }
     yield urls
     for key, env in (("postgresql", "FACEATLAS_TEST_POSTGRES"), ("pgvector", "FACEATLAS_TEST_PGVECTOR")):
         if urls[key]:
-            drop_database(env, urls[key])  # type: ignore[arg-type]
+            drop_postgres_database(urls[key], env)  # type: ignore[arg-type]
 
 
 BACKENDS = [
@@ -377,7 +358,7 @@ def test_unknown_backend_and_missing_extension(tmp_path: Path) -> None:
     with pytest.raises(IndexUnavailableError, match="vector' extension"):
         ServiceCollections(store, "sface", DIM, 0.0, IndexOptions("pgvector")).get(sid)
     db.dispose()
-    url = fresh_database("FACEATLAS_TEST_POSTGRES", "novector")
+    url = fresh_postgres_url("novector")
     if url is None:
         return
     try:
@@ -387,11 +368,11 @@ def test_unknown_backend_and_missing_extension(tmp_path: Path) -> None:
             ServiceCollections(ServiceStore(pg), "sface", DIM, 0.0, IndexOptions("pgvector")).get(1)
         pg.dispose()
     finally:
-        drop_database("FACEATLAS_TEST_POSTGRES", url)
+        drop_postgres_database(url)
 
 
 def test_pgvector_migration_adds_the_column() -> None:
-    url = fresh_database("FACEATLAS_TEST_PGVECTOR", "migration")
+    url = fresh_postgres_url("migration", "FACEATLAS_TEST_PGVECTOR")
     if url is None:
         pytest.skip("FACEATLAS_TEST_PGVECTOR is not set (CI sets it)")
     try:
@@ -405,7 +386,7 @@ def test_pgvector_migration_adds_the_column() -> None:
         assert {r[0] for r in rows} == {"service_face", "library_faces"}
         db.dispose()
     finally:
-        drop_database("FACEATLAS_TEST_PGVECTOR", url)
+        drop_postgres_database(url, "FACEATLAS_TEST_PGVECTOR")
 
 
 # --------------------------------------------------------------------------- the library's search
