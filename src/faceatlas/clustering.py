@@ -184,14 +184,24 @@ def _symmetric_top_k(
         )
         pending_count += 2 * rows.size
         if pending_count > MAX_PENDING_EDGES:
-            pending = [_keep_top_k(*map(np.concatenate, zip(*pending, strict=True)), k)]
+            pending = [_keep_top_k(*_concatenate(pending), k)]
             pending_count = pending[0][0].size
     if not pending:
         return
-    rows, cols, vals = _keep_top_k(*map(np.concatenate, zip(*pending, strict=True)), k)
+    rows, cols, vals = _keep_top_k(*_concatenate(pending), k)
     rank = np.arange(rows.size) - np.searchsorted(rows, rows)
     out_idx[rows, rank] = cols
     out_sim[rows, rank] = vals
+
+
+def _concatenate(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
 
 
 def _keep_top_k(

@@ -142,12 +142,12 @@ def rejections(session: Session) -> set[tuple[int, int]]:
 
 def survivor_map(session: Session) -> dict[int, int]:
     """Merged person id -> the person it was merged into (followed to the end of the chain)."""
-    parent = dict(
-        session.execute(select(Person.id, Person.merged_into).where(Person.merged_into.is_not(None))).all()
-    )
+    rows = session.execute(select(Person.id, Person.merged_into).where(Person.merged_into.is_not(None)))
+    parent: dict[int, int] = {int(pid): int(into) for pid, into in rows if into is not None}
     resolved: dict[int, int] = {}
     for pid in parent:
-        target, seen = pid, set()
+        target: int = pid
+        seen: set[int] = set()
         while target in parent and target not in seen:
             seen.add(target)
             target = parent[target]
@@ -219,9 +219,8 @@ def cluster_library(
         _mark_seen(session, faces.ids[unseen])
         report.unassigned = int((labels < 0).sum())
         report.removed_people = drop_empty_people(session)
-        report.people = int(
-            session.scalar(select(func.count()).select_from(Person).where(Person.merged_into.is_(None)))
-        )
+        live_people = select(func.count()).select_from(Person).where(Person.merged_into.is_(None))
+        report.people = int(session.scalar(live_people) or 0)
     return report
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from faceatlas.errors import LibraryWriteError
 from faceatlas.face import DetectedFace
@@ -121,9 +121,11 @@ def prune_photos(db: Database, paths: Sequence[str]) -> PruneReport:
                 continue
             # Explicit, not only ON DELETE CASCADE: decisions about these faces go with them on any backend.
             face_ids = select(Face.id).where(Face.photo_id.in_(ids))
+            faces += int(session.scalar(select(func.count()).select_from(face_ids.subquery())) or 0)
             session.execute(delete(Decision).where(Decision.face_id.in_(face_ids)))
-            faces += session.execute(delete(Face).where(Face.photo_id.in_(ids))).rowcount or 0
-            photos += session.execute(delete(Photo).where(Photo.id.in_(ids))).rowcount or 0
+            session.execute(delete(Face).where(Face.photo_id.in_(ids)))
+            session.execute(delete(Photo).where(Photo.id.in_(ids)))
+            photos += len(ids)
         removed = drop_empty_people(session) if photos else 0
     return PruneReport(photos, faces, removed)
 
@@ -179,7 +181,9 @@ class LibraryWriter:
             session.execute(delete(Face).where(Face.photo_id == photo_id))
             session.execute(update(Photo).where(Photo.id == photo_id).values(**values))
         if result.error is None and result.faces:
-            qualities = result.quality or [None] * len(result.faces)
+            qualities: list[float | None] = [None] * len(result.faces)
+            if result.quality is not None:
+                qualities = list(result.quality)
             session.execute(
                 insert(Face),
                 [face_row(photo_id, f, q) for f, q in zip(result.faces, qualities, strict=True)],
