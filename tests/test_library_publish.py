@@ -256,3 +256,35 @@ def _unit(seed: int):  # type: ignore[no-untyped-def]
 
     v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
     return v / np.linalg.norm(v)
+
+
+def test_best_faces_are_different_from_each_other(engine, shared: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three copies of one photo among six others: the three faces chosen never include two copies."""
+    images = shared / "data" / "lfw-dev" / "images" / "Laura_Bush"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    originals = sorted(images.glob("*.jpg"))[:6]
+    for image in originals:
+        (folder / image.name).symlink_to(image)
+    from PIL import Image
+
+    for quality, copy in ((93, "copy_a.jpg"), (90, "copy_b.jpg")):  # other bytes, the same face
+        Image.open(originals[0]).save(folder / copy, quality=quality)
+    db = open_library(tmp_path / "library.db")
+    index_library(db, engine, [folder])
+    cluster_library(db, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))
+    with db.session() as s:
+        rows = s.execute(select(Face.id, Face.person_id, Photo.path).join(Photo)).all()
+    person = Counter(pid for _, pid, _ in rows if pid is not None).most_common(1)[0][0]
+    rename_person(db, person, "Laura")
+    copy_names = {originals[0].name, "copy_a.jpg", "copy_b.jpg"}
+    copies = {face for face, pid, path in rows if pid == person and Path(path).name in copy_names}
+    assert len(copies) == 3
+    store = ServiceStore(Database.open(data_dir=tmp_path / "data"))
+    store.create_service("cams", "recognition", engine.pack.id)
+    report = publish_library(db, store, "cams", faces_per_person=3)
+    assert report.people[0].added == 3
+    chosen = linked_faces(store)["Laura"]
+    assert len(chosen & copies) <= 1, (chosen, copies)
+    store.db.dispose()
+    db.dispose()
