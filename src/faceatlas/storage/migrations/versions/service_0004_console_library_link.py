@@ -1,7 +1,7 @@
 """service: which subjects and faces were published from a photo library (import-library)
 
 Revision ID: service_0002_console
-Revises: service_0001
+Revises: service_0002_scale
 Create Date: 2026-12-01 11:00:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "service_0002_console"
-down_revision = "service_0001"
+down_revision = "service_0002_scale"
 branch_labels = None
 depends_on = None
 
