@@ -140,7 +140,8 @@ def test_similarity_table_counts() -> None:
 
 def test_import_from_the_default_library(server: LiveServer, engine, shared: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The service page's "import named people" button: the server's default library into a service."""
-    from faceatlas.library.people import ClusterOptions, cluster_library, list_people, rename_person
+    from faceatlas.library.clustering import ClusterOptions, cluster_library
+    from faceatlas.library.people import list_people, rename_person
     from faceatlas.library.pipeline import index_library
     from faceatlas.library.store import open_library
 

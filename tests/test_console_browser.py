@@ -44,7 +44,8 @@ FACTS: dict[str, Any] = {}  # what one test leaves for the next (keys, ids)
 @pytest.fixture(scope="module")
 def server(engine, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:  # type: ignore[no-untyped-def]
     """A server whose default library holds one named person (Hugo Chavez, 6 photos)."""
-    from faceatlas.library.people import ClusterOptions, cluster_library, list_people, rename_person
+    from faceatlas.library.clustering import ClusterOptions, cluster_library
+    from faceatlas.library.people import list_people, rename_person
     from faceatlas.library.pipeline import index_library
     from faceatlas.library.store import open_library
 

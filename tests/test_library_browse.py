@@ -7,11 +7,11 @@ import pytest
 from sqlalchemy import func, select
 
 from faceatlas.library import browse
+from faceatlas.library.clustering import cluster_library
 from faceatlas.library.people import (
     DecisionError,
     FaceNotFoundError,
     assign_face,
-    cluster_library,
     hide_person,
     ignore_face,
     merge_people,
