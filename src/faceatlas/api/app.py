@@ -34,7 +34,12 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread heaps: every worker thread that runs inference would otherwise keep its
     own arena of freed buffers, which shows as tens of MB of extra resident memory."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # -8: M_ARENA_MAX
+        # -3: M_MMAP_THRESHOLD. A fixed threshold keeps every large buffer (decoded pixels, Pillow's
+        # 16 MB blocks) in its own mapping that free() returns to the system; glibc's default raises
+        # the threshold to 32 MB after the first such free, and big decodes then stay resident
+        libc.mallopt(-3, 1024 * 1024)
 
 
 def limit_blas_threads() -> None:
@@ -105,6 +110,7 @@ def create_app(
             state.collections.persist()
             if state.migration.running:
                 state.migration.join(timeout=5)
+            state.decode_gate.close()
             if db is None:
                 state.db.dispose()
 

@@ -67,8 +67,7 @@ async def analyze(
         needed = await run_blocking(
             lambda: decode_memory(data, target_size=target_size, max_bytes=max_bytes, max_memory=max_memory)
         )
-        async with state.decode_gate.hold(needed):
-            decoded, decode_seconds = await run_blocking(decode)
+        decoded, decode_seconds = await state.decode_gate.run(needed, decode)
         faces = await run_blocking(work, decoded, limiter=state.limiter)
     except ImageTooLargeError as exc:
         raise ApiError(413, 0, str(exc) or "The image is too large") from None

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Request
 
 from faceatlas.api.collections import Collections
@@ -29,6 +34,7 @@ log = logging.getLogger("faceatlas.api")
 # service type each URL prefix needs, and the word CompreFace uses for it in error messages
 KEY_TYPES = {"recognition": "recognition", "detection": "detection", "verification": "verification"}
 KEY_CACHE_SECONDS = 2.0
+T = TypeVar("T")
 
 
 def is_uuid(value: str) -> bool:
@@ -41,14 +47,24 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+LARGE_DECODE_NICENESS = 10  # below ordinary requests: a pixel-heavy upload yields the CPU to them
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Linux: the priority of this thread alone
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LARGE_DECODE_NICENESS)
+
+
 class DecodeGate:
     """The process's :class:`DecodeBudget`, waited for on the event loop: a request waiting for decoding
     memory holds no worker thread (a thread per waiting upload would soon leave none for the
-    database calls of ordinary requests)."""
+    database calls of ordinary requests). Large decodes run one at a time on a thread of their own
+    at a lower CPU priority, so that ordinary recognitions keep their speed meanwhile."""
 
     def __init__(self, budget: DecodeBudget) -> None:
         self.budget = budget
         self._released: anyio.Event | None = None
+        self._large: ThreadPoolExecutor | None = None
 
     @asynccontextmanager
     async def hold(self, nbytes: int) -> AsyncIterator[None]:
@@ -64,6 +80,20 @@ class DecodeGate:
             released, self._released = self._released, None
             if released is not None:
                 released.set()
+
+    async def run(self, nbytes: int, decode: Callable[[], T]) -> T:
+        """``decode()`` in a thread with ``nbytes`` of the budget reserved until it has finished."""
+        async with self.hold(nbytes):
+            if nbytes <= self.budget.small:
+                return await anyio.to_thread.run_sync(decode)
+            if self._large is None:
+                self._large = ThreadPoolExecutor(1, "faceatlas-large-decode", initializer=_lower_priority)
+            with anyio.CancelScope(shield=True):  # the memory stays reserved until the decode is over
+                return await asyncio.wrap_future(self._large.submit(decode))
+
+    def close(self) -> None:
+        if self._large is not None:
+            self._large.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass
