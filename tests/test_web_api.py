@@ -469,3 +469,22 @@ def test_pages_render_for_the_owner_only(site):
     assert client.get("/l/default/people/99999").status_code == 404
     assert client.get("/l/default/photos/99999").status_code == 404
     client.cookies.clear()
+
+
+def test_a_job_killed_with_its_server_resumes(site):
+    """A job file left 'indexing' with its lock free (its server died) is taken up again on request."""
+    import json
+
+    jobs = site["client"].app.state.web.jobs
+    assert get(site, f"{API}/jobs/current").json()["job"]["active"] is False
+    state = jobs.folder / "default.json"
+    left = json.loads(state.read_text())
+    left.update(
+        state="indexing", roots=[str(site["root"] / "lfw" / "Tony_Blair")], done=3, total=8, resumed=0
+    )
+    state.write_text(json.dumps(left))
+    resumed = get(site, f"{API}/jobs/current").json()["job"]
+    assert resumed["resumed"] == 1 and resumed["message"].startswith("resumed")
+    job = wait_job(site)
+    assert job["state"] == "done" and job["resumed"] == 1
+    assert job["found"] == 8 and job["skipped"] == 8  # the photos it had done are not indexed twice

@@ -400,6 +400,8 @@ def forget(db: Database) -> None:
     with _CENTROIDS_LOCK:
         _VERSIONS.pop(db.url, None)
         _SNAPSHOTS.pop(db.url, None)
+        for count_key in [k for k in _REVIEW_COUNTS if k[0] == db.url]:
+            del _REVIEW_COUNTS[count_key]
         for key in [k for k in _CENTROIDS if k[0] == db.url]:
             del _CENTROIDS[key]
 
@@ -535,6 +537,9 @@ def closest_people(
         )[0]
 
 
+_REVIEW_COUNTS: dict[tuple[str, str, float], tuple[tuple[int, ...], int]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class ReviewItem:
     face: FaceCard
@@ -570,7 +575,17 @@ def review_queue(
         Face.id.not_in(ignored),
     ]
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(Face).where(*conditions)) or 0
+        # the count reads every unassigned face row: cached until the library changes
+        count_key = (db.url, pack, float(min_face_size))
+        version = library_version(db)
+        with _CENTROIDS_LOCK:
+            cached = _REVIEW_COUNTS.get(count_key)
+        if cached is not None and cached[0] == version:
+            total = cached[1]
+        else:
+            total = session.scalar(select(func.count()).select_from(Face).where(*conditions)) or 0
+            with _CENTROIDS_LOCK:
+                _REVIEW_COUNTS[count_key] = (version, total)
         rows = session.execute(
             select(*_FACE_COLUMNS, Face.embedding)
             .where(*conditions)
