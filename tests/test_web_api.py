@@ -488,3 +488,25 @@ def test_a_job_killed_with_its_server_resumes(site):
     job = wait_job(site)
     assert job["state"] == "done" and job["resumed"] == 1
     assert job["found"] == 8 and job["skipped"] == 8  # the photos it had done are not indexed twice
+
+
+def test_several_libraries(site, engine, tmp_path):
+    """``serve --library`` (repeatable) adds libraries beside the data folder's own, each with its id."""
+    from faceatlas.web.context import LIBRARIES_ENV, WebConfig
+
+    other = tmp_path / "wedding.faces"
+    config = WebConfig(tmp_path / "data", (str(other), str(site["data"] / "library.db")), (site["root"],))
+    assert WebConfig.from_env(tmp_path / "data", config.to_env()) == config
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LIBRARIES_ENV, config.to_env()[LIBRARIES_ENV])
+        app = create_app(Settings(data_dir=tmp_path / "data", admin_token=TOKEN), engine=engine)
+        with TestClient(app) as client:
+            libraries = client.get("/api/library/v1/libraries", headers=BEARER).json()["libraries"]
+            assert [lib["id"] for lib in libraries] == ["default", "wedding", "library"]
+            assert [lib["photos"] for lib in libraries][:2] == [0, 0]
+            assert libraries[2]["photos"] == get(site, API).json()["photos"]  # the same file, opened again
+            people = client.get("/api/library/v1/libraries/library/people", headers=BEARER).json()
+            assert people["total"] == get(site, f"{API}/people").json()["total"]
+            client.post("/login", data={"secret": TOKEN})
+            page = client.get("/l/wedding/people")
+            assert page.status_code == 200 and "data-library-picker" in page.text
