@@ -7,14 +7,14 @@ import pytest
 from sqlalchemy import func, select
 
 from faceatlas.library import browse
+from faceatlas.library.clustering import cluster_library
 from faceatlas.library.people import (
     DecisionError,
     FaceNotFoundError,
     assign_face,
-    cluster_library,
     hide_person,
     ignore_face,
-    merge_people_explained,
+    merge_people,
     rename_person,
     set_cover_face,
 )
@@ -120,7 +120,7 @@ def test_ignore_leaves_the_queue(library):
 def test_merge_explains_faces_left_behind(library):
     people = browse.people_page(library)[1]
     a, b = people[0].id, people[1].id
-    result = merge_people_explained(library, a, b)
+    result = merge_people(library, a, b)
     assert len(result.left_behind) == 2  # the two photos that show both
     assert "two faces of one photo" in (result.reason or "")
     assert browse.person_card(library, a).faces == 8 + 6 - 2
@@ -149,6 +149,6 @@ def test_merge_after_split_survives_a_rebuild(library):
     from faceatlas.library.people import split_faces
 
     new = split_faces(library, big.id, faces[:3])
-    merge_people_explained(library, new.id, big.id)  # the user changes their mind
+    merge_people(library, new.id, big.id)  # the user changes their mind
     cluster_library(library, PACK, OPTIONS, rebuild=True)
     assert {owner(library, f) for f in faces} == {new.id}

@@ -17,7 +17,8 @@ from sqlalchemy import select, update
 
 from faceatlas.cli.main import cli
 from faceatlas.evaluation.cluster_metrics import cluster_scores
-from faceatlas.library.people import ClusterOptions, cluster_library, list_people
+from faceatlas.library.clustering import ClusterOptions, cluster_library
+from faceatlas.library.people import list_people
 from faceatlas.library.pipeline import IndexOptions, index_library
 from faceatlas.library.search import search_by_image
 from faceatlas.library.store import open_library

@@ -8,12 +8,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from faceatlas.face import DetectedFace
+from faceatlas.library.clustering import ClusterOptions, cluster_library
 from faceatlas.library.people import (
-    ClusterOptions,
     DecisionError,
     FaceNotFoundError,
     PersonNotFoundError,
-    cluster_library,
     list_people,
     merge_people,
     remove_face,
@@ -26,7 +25,8 @@ from faceatlas.library.tables import Decision, Face, Person, Photo
 from faceatlas.library.writer import LibraryWriter, PhotoResult, known_photos
 
 PACK = "synthetic"
-OPTIONS = ClusterOptions(threshold=0.5, min_face_size=10)
+# min_faces=2: these tests add people two faces at a time; the default (3) has its own tests.
+OPTIONS = ClusterOptions(threshold=0.5, min_face_size=10, min_faces=2)
 
 
 def make_face(vector: np.ndarray, x: float = 0.0, size: float = 50.0) -> DetectedFace:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from faceatlas.api.app import create_app
 from faceatlas.api.settings import Settings
-from faceatlas.library.people import ClusterOptions, cluster_library
+from faceatlas.library.clustering import ClusterOptions, cluster_library
 from faceatlas.library.pipeline import IndexOptions, index_library
 from faceatlas.library.store import open_library
 from faceatlas.library.tables import Decision, Face, Photo

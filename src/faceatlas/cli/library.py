@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.cli.common import load_engine
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -24,20 +24,21 @@ library_option = click.option(
 pack_option = click.option("--pack", default="sface", show_default=True, help="Model pack.")
 
 
-def _open(library: str | None):  # type: ignore[no-untyped-def]
-    from faceatlas.library.store import open_library
+def _open(library: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+    """Open the library; only ``index`` may create one (elsewhere a mistyped path is an error)."""
+    from sqlalchemy.engine import make_url
 
+    from faceatlas.library.store import library_url, open_library
+
+    url = library_url(library)
+    parsed = make_url(url)
+    is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+    if not create and is_file and not Path(str(parsed.database)).is_file():
+        raise click.ClickException(
+            f"no library at {parsed.database}; index photos into it first: "
+            f"faceatlas index FOLDER --library {library or parsed.database}"
+        )
     return open_library(library)
-
-
-def _engine(pack: str, threads: int | None = None, attributes: bool = True):  # type: ignore[no-untyped-def]
-    from faceatlas.engine import Engine
-
-    return Engine(pack, threads=threads, attributes=attributes)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
 
 
 def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
@@ -67,9 +68,14 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @library_option
 @pack_option
-@click.option("--workers", type=int, default=0, help="Decode processes (default: a third of the CPU cores).")
+@click.option("--workers", type=int, default=0, help="Worker processes (default: one per CPU core).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Photos per engine batch.")
-@click.option("--threads", type=int, default=None, help="Engine threads (default: the cores not decoding).")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Main-process engine threads (default: the cores not in workers).",
+)
 @click.option(
     "--attributes/--no-attributes", default=True, show_default=True, help="Estimate age, gender and pose."
 )
@@ -84,9 +90,16 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 )
 @click.option(
     "--detect-in-workers/--detect-in-main",
-    default=True,
-    show_default=True,
-    help="Detect in the decode processes (the main process only embeds), or detect in the main process.",
+    default=None,
+    help="Detect in the worker processes (default on CPU), or in the main process (default on accelerators).",
+)
+@click.option(
+    "--embed-in-workers/--embed-in-main",
+    default=None,
+    help="With detection in the workers, embed there too (default on CPU) or in the main process.",
+)
+@click.option(
+    "--prune", is_flag=True, help="Forget photos that no longer exist (their faces leave their people)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run's report as JSON on stdout.")
 def index(
@@ -98,20 +111,28 @@ def index(
     threads: int | None,
     attributes: bool,
     ray_address: str | None,
-    detect_in_workers: bool,
+    detect_in_workers: bool | None,
+    embed_in_workers: bool | None,
+    prune: bool,
     as_json: bool,
 ) -> None:
-    """Find the faces in every new or changed photo under FOLDERS."""
-    from faceatlas.library.pipeline import IndexOptions, default_split, index_library
+    """Find the faces in every new or changed photo under FOLDERS.
 
-    db = _open(library)
-    split_workers, split_threads = default_split(detect_in_workers=detect_in_workers)
-    workers = workers or split_workers
-    engine = _engine(pack, threads or split_threads, attributes)
+    Moved or renamed photos are recognised by their content (faces and people kept); photos that
+    disappeared are listed, and forgotten with --prune.
+    """
+    from faceatlas.library.pipeline import IndexOptions, index_library, split_for
+
+    db = _open(library, create=True)
     plugins = ("age", "gender", "pose") if attributes else ()
     options = IndexOptions(
-        workers=workers, batch_size=batch_size, plugins=plugins, detect_in_workers=detect_in_workers
+        workers=workers,
+        batch_size=batch_size,
+        plugins=plugins,
+        detect_in_workers=detect_in_workers,
+        embed_in_workers=embed_in_workers,
     )
+    engine = load_engine(pack, threads=threads or split_for(options)[1], attributes=attributes)
     progress = Progress(
         TextColumn("indexing"),
         BarColumn(),
@@ -145,11 +166,46 @@ def index(
                 )
             else:
                 report = index_library(db, engine, folders, options=options, progress=on_progress)
-    except FaceAtlasError as exc:
-        _fail(exc)
+    except KeyboardInterrupt:
+        command = " ".join(["faceatlas", "index", *(str(f) for f in folders)])
+        if library:
+            command += f" --library {library}"
+        click.echo(
+            "\ninterrupted: every photo finished so far is saved. "
+            f"Run the same command again to resume (finished photos are skipped):\n  {command}",
+            err=True,
+        )
+        sys.exit(130)
     _print_report(report, "index stages")
+    if report.moved:
+        console.print(f"{report.moved} moved or renamed photos recognised by their content (faces kept)")
+    pruned = None
+    if report.missing:
+        if prune:
+            from faceatlas.library.writer import prune_photos
+
+            pruned = prune_photos(db, report.missing)
+            console.print(
+                f"pruned {pruned.photos} deleted photos ({pruned.faces} faces); "
+                f"{pruned.removed_people} unnamed people left without faces removed"
+            )
+        else:
+            console.print(
+                f"{len(report.missing)} photos of the library no longer exist (--prune forgets them):"
+            )
+            for path in report.missing[:20]:
+                console.print(f"  {path}")
+            if len(report.missing) > 20:
+                console.print(f"  ... and {len(report.missing) - 20} more")
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        out = report.to_dict()
+        if pruned is not None:
+            out["pruned"] = {
+                "photos": pruned.photos,
+                "faces": pruned.faces,
+                "removed_people": pruned.removed_people,
+            }
+        click.echo(json.dumps(out, indent=2))
 
 
 @click.command()
@@ -165,6 +221,20 @@ def index(
 @click.option(
     "--min-score", type=float, default=0.0, show_default=True, help="Less confident faces stay unassigned."
 )
+@click.option(
+    "--min-quality",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Quality gate: faces below it never create or join a person automatically.",
+)
+@click.option(
+    "--min-faces",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Mutually consistent faces a new person needs.",
+)
 def cluster(
     library: str | None,
     pack: str,
@@ -172,22 +242,61 @@ def cluster(
     threshold: float | None,
     min_face_size: float,
     min_score: float,
+    min_quality: float,
+    min_faces: int,
 ) -> None:
-    """Group the library's faces into people (incrementally unless --rebuild)."""
-    from faceatlas.library.people import ClusterOptions, cluster_library
+    """Group the library's faces into people (incrementally unless --rebuild).
+
+    The same-person threshold is the pack's (or --threshold), made stricter for the number of faces
+    compared (docs/clustering.md).
+    """
+    from faceatlas.library.clustering import ClusterOptions, cluster_library
     from faceatlas.models.packs import get_pack
 
     if threshold is None:
         threshold = get_pack(pack).calibration().threshold
     db = _open(library)
-    options = ClusterOptions(threshold=threshold, min_face_size=min_face_size, min_score=min_score)
+    options = ClusterOptions(
+        threshold=threshold,
+        min_face_size=min_face_size,
+        min_score=min_score,
+        min_quality=min_quality,
+        min_faces=min_faces,
+    )
     report = cluster_library(db, pack, options, rebuild=rebuild)
     console.print(
-        f"{report.faces} faces ({report.eligible} eligible): "
+        f"{report.faces} faces ({report.eligible} eligible), threshold {report.threshold:.4f}: "
         f"{report.joined_existing} joined existing people, "
         f"{report.clustered} clustered into {report.new_people} new people, {report.unassigned} unassigned; "
         f"{report.people} people"
     )
+
+
+@click.command()
+@library_option
+@click.option("--unassigned", is_flag=True, help="Only faces that belong to no person.")
+@click.option("--limit", type=int, default=0, help="At most this many faces (0: all).")
+@click.option("--json", "as_json", is_flag=True)
+def faces(library: str | None, unassigned: bool, limit: int, as_json: bool) -> None:
+    """List faces (id, photo, person, quality); --unassigned shows the ones no person has."""
+    from faceatlas.library.clustering import list_faces
+
+    rows = list_faces(_open(library), unassigned=unassigned, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    table = Table()
+    for col in ("face", "photo", "person", "quality", "size"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            str(r.face_id),
+            r.photo_path,
+            r.person_name or (str(r.person_id) if r.person_id is not None else ""),
+            "" if r.quality is None else f"{r.quality:.2f}",
+            f"{r.size:.0f}",
+        )
+    Console().print(table)
 
 
 @click.command()
@@ -238,35 +347,34 @@ def person(
     from faceatlas.library import people as ops
 
     db = _open(library)
-    try:
-        if action == "rename":
-            _need(values, 1, "rename NEW_NAME")
-            p = ops.rename_person(db, who, values[0])
-            click.echo(f"person {p.id} is now {p.name!r}")
-        elif action == "merge":
-            _need(values, 1, "merge OTHER")
-            p = ops.merge_people(db, who, values[0])
-            click.echo(f"merged {values[0]} into person {p.id}")
-        elif action == "remove-face":
-            _need(values, 1, "remove-face FACE_ID")
-            ops.remove_face(db, who, _int(values[0]))
-            click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
-        elif action == "split":
-            if not values:
-                raise click.UsageError("split FACE_ID...")
-            p = ops.split_faces(db, who, [_int(v) for v in values])
-            click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
-        elif action == "faces":
-            from faceatlas.library.thumbnails import face_thumbnail
+    if action == "rename":
+        _need(values, 1, "rename NEW_NAME")
+        p = ops.rename_person(db, who, values[0])
+        click.echo(f"person {p.id} is now {p.name!r}")
+    elif action == "merge":
+        _need(values, 1, "merge OTHER")
+        merged = ops.merge_people(db, who, values[0])
+        click.echo(f"merged {values[0]} into person {merged.person_id}: {merged.moved} faces moved")
+        for blocked in merged.blocked:
+            click.echo(f"face {blocked.face_id} was not moved and is now unassigned: {blocked.reason}")
+    elif action == "remove-face":
+        _need(values, 1, "remove-face FACE_ID")
+        ops.remove_face(db, who, _int(values[0]))
+        click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
+    elif action == "split":
+        if not values:
+            raise click.UsageError("split FACE_ID...")
+        p = ops.split_faces(db, who, [_int(v) for v in values])
+        click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
+    elif action == "faces":
+        from faceatlas.library.thumbnails import face_thumbnail
 
-            folder = thumbnails or _thumbnail_dir(db.url)
-            for face_id, path in ops.person_faces(db, who):
-                click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
-        else:
-            for path in ops.person_photos(db, who):
-                click.echo(path)
-    except FaceAtlasError as exc:
-        _fail(exc)
+        folder = thumbnails or _thumbnail_dir(db.url)
+        for face_id, path in ops.person_faces(db, who):
+            click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
+    else:
+        for path in ops.person_photos(db, who):
+            click.echo(path)
 
 
 def _thumbnail_dir(url: str) -> Path:
@@ -292,16 +400,21 @@ def _int(text: str) -> int:
 @library_option
 @pack_option
 @click.option("--top", type=int, default=20, show_default=True)
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Face index (kept beside the library, reopened by the next search).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def search(face_image: Path, library: str | None, pack: str, top: int, as_json: bool) -> None:
+def search(face_image: Path, library: str | None, pack: str, top: int, index: str, as_json: bool) -> None:
     """Photos that contain the person in FACE_IMAGE, best first."""
     from faceatlas.library.search import search_by_image
 
     db = _open(library)
-    try:
-        hits = search_by_image(db, _engine(pack, attributes=False), face_image, top=top)
-    except FaceAtlasError as exc:
-        _fail(exc)
+    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top, index=index)
     if as_json:
         click.echo(
             json.dumps(

@@ -89,3 +89,82 @@ def cluster_scores(predicted: np.ndarray, truth: np.ndarray) -> ClusterScores:
         unassigned=unassigned,
         identities=int(truth_size.size),
     )
+
+
+def bcubed_subset(predicted: np.ndarray, truth: np.ndarray, subset: np.ndarray) -> tuple[float, float]:
+    """BCubed precision / recall averaged over the items in ``subset`` only, each judged against its
+    *whole* cluster and identity (so strangers put into a subset person's cluster cost that person
+    precision). Unassigned items (-1) are clusters of their own."""
+    clusters = _noise_as_singletons(np.asarray(predicted).ravel())
+    _, cluster_index = np.unique(clusters, return_inverse=True)
+    _, truth_index = np.unique(np.asarray(truth).ravel(), return_inverse=True)
+    cluster_size = np.bincount(cluster_index)
+    truth_size = np.bincount(truth_index)
+    pair_key = cluster_index.astype(np.int64) * (truth_index.max() + 1) + truth_index
+    _, cell_of_item, cell_count = np.unique(pair_key, return_inverse=True, return_counts=True)
+    same = cell_count[cell_of_item].astype(np.float64)
+    chosen = np.asarray(subset, dtype=bool).ravel()
+    if not chosen.any():
+        raise ValueError("empty subset")
+    precision = float(np.mean(same[chosen] / cluster_size[cluster_index[chosen]]))
+    recall = float(np.mean(same[chosen] / truth_size[truth_index[chosen]]))
+    return precision, recall
+
+
+@dataclass(frozen=True, slots=True)
+class DistractorScores:
+    """Clustering a library where most identities are strangers seen once or twice."""
+
+    overall: ClusterScores
+    frequent_min_photos: int
+    frequent_items: int
+    frequent_bcubed_precision: float  # over faces of identities with >= frequent_min_photos photos
+    frequent_bcubed_recall: float
+    fake_people: int  # clusters of 2+ faces that are all different identities
+    fake_people_share: float  # of all clusters
+    strangers: int  # faces whose identity has a single photo
+    strangers_in_a_person: int  # ... that were put into a cluster
+    intruders: int  # assigned faces that are not their cluster's majority identity
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["overall"] = self.overall.to_dict()
+        return out
+
+
+def distractor_scores(
+    predicted: np.ndarray, truth: np.ndarray, *, frequent_min_photos: int = 5
+) -> DistractorScores:
+    """Scores of :class:`DistractorScores` for predicted labels (-1 = unassigned) against identities."""
+    predicted = np.asarray(predicted).ravel().astype(np.int64)
+    truth = np.asarray(truth).ravel()
+    overall = cluster_scores(predicted, truth)
+    _, truth_index, truth_counts = np.unique(truth, return_inverse=True, return_counts=True)
+    frequent = truth_counts[truth_index] >= frequent_min_photos
+    if frequent.any():
+        fp, fr = bcubed_subset(predicted, truth, frequent)
+    else:
+        fp = fr = float("nan")
+    fake = intruders = 0
+    assigned = predicted >= 0
+    labels, label_index = np.unique(predicted[assigned], return_inverse=True)
+    ids = truth_index[assigned]
+    for cluster in range(labels.size):
+        members = ids[label_index == cluster]
+        counts = np.bincount(members)
+        if members.size >= 2 and counts.max() == 1:
+            fake += 1
+        intruders += int(members.size - counts.max())
+    single = truth_counts[truth_index] == 1
+    return DistractorScores(
+        overall=overall,
+        frequent_min_photos=frequent_min_photos,
+        frequent_items=int(frequent.sum()),
+        frequent_bcubed_precision=fp,
+        frequent_bcubed_recall=fr,
+        fake_people=fake,
+        fake_people_share=fake / labels.size if labels.size else 0.0,
+        strangers=int(single.sum()),
+        strangers_in_a_person=int((single & assigned).sum()),
+        intruders=intruders,
+    )

@@ -19,11 +19,12 @@ import numpy as np
 
 from faceatlas.errors import ImageError
 from faceatlas.face import DetectedFace
+from faceatlas.quality import face_qualities
 
 if TYPE_CHECKING:
     from faceatlas.engine import Engine
 
-CACHE_VERSION = 2  # bump when the choice of face or the cache layout changes
+CACHE_VERSION = 3  # bump when the choice of face or the cache layout changes (3: + quality)
 SAVE_EVERY_BATCHES = 32
 
 
@@ -33,6 +34,7 @@ class ImageEmbeddings:
     embeddings: np.ndarray  # (n, d) float32 unit vectors; zero rows where no face was found
     found: np.ndarray  # bool per image: a face was found and embedded
     faces: np.ndarray  # faces detected per image (-1: the image could not be read)
+    quality: np.ndarray  # faceatlas.quality score of the subject face (0 where none was found)
     errors: dict[str, str]  # unreadable images -> reason
     computed: int  # images embedded in this run (the rest came from the cache)
 
@@ -86,19 +88,24 @@ def _stamps(images_dir: Path, names: Sequence[str]) -> np.ndarray:
     return out
 
 
-def _load_cache(path: Path, dim: int) -> dict[str, tuple[np.ndarray, bool, int, np.ndarray]]:
+#: One cached image: embedding, face found, faces detected, (size, mtime_ns), subject quality.
+Entry = tuple[np.ndarray, bool, int, np.ndarray, float]
+
+
+def _load_cache(path: Path, dim: int) -> dict[str, Entry]:
     try:
         with np.load(path, allow_pickle=False) as data:
             if int(data["version"]) != CACHE_VERSION or data["embeddings"].shape[1] != dim:
                 return {}
             return {
-                str(name): (vec, bool(ok), int(count), stamp)
-                for name, vec, ok, count, stamp in zip(
+                str(name): (vec, bool(ok), int(count), stamp, float(quality))
+                for name, vec, ok, count, stamp, quality in zip(
                     data["names"],
                     data["embeddings"],
                     data["found"],
                     data["faces"],
                     data["stamps"],
+                    data["quality"],
                     strict=True,
                 )
             }
@@ -106,7 +113,7 @@ def _load_cache(path: Path, dim: int) -> dict[str, tuple[np.ndarray, bool, int, 
         return {}  # a missing or damaged cache only costs a recomputation
 
 
-def _save_cache(path: Path, entries: dict[str, tuple[np.ndarray, bool, int, np.ndarray]], dim: int) -> None:
+def _save_cache(path: Path, entries: dict[str, Entry], dim: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     names = sorted(entries)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # one per writer process
@@ -120,6 +127,7 @@ def _save_cache(path: Path, entries: dict[str, tuple[np.ndarray, bool, int, np.n
         found=np.array([entries[n][1] for n in names], dtype=bool),
         faces=np.array([entries[n][2] for n in names], dtype=np.int64),
         stamps=np.stack([entries[n][3] for n in names]) if names else np.zeros((0, 2), np.int64),
+        quality=np.array([entries[n][4] for n in names], dtype=np.float32),
     )
     os.replace(tmp, path)  # atomic: an interrupted run leaves the old cache intact
 
@@ -161,16 +169,25 @@ def embed_images(
                 readable.append(i)
             except (ImageError, OSError) as exc:
                 errors[names[i]] = str(exc)
-                entries[names[i]] = (zero, False, -1, stamps[i])
+                entries[names[i]] = (zero, False, -1, stamps[i], 0.0)
         results = engine.analyze_batch(decoded, embed=False, det_threshold=det_threshold) if decoded else []
         for i, image, faces in zip(readable, decoded, results, strict=True):
             width, height = image.original_size
             chosen = subject_face(faces, width, height)
             if chosen is None:
-                entries[names[i]] = (zero, False, 0, stamps[i])
+                entries[names[i]] = (zero, False, 0, stamps[i], 0.0)
                 continue
             engine.embed_faces(image, [faces[chosen]])
-            entries[names[i]] = (faces[chosen].embedding.astype(np.float32), True, len(faces), stamps[i])
+            (quality,) = face_qualities(image, [faces[chosen]])
+            vector = faces[chosen].embedding
+            assert vector is not None  # embed_faces just set it
+            entries[names[i]] = (
+                vector.astype(np.float32),
+                True,
+                len(faces),
+                stamps[i],
+                quality,
+            )
         if progress is not None:
             progress(len(chunk))
         if use_cache and (start // batch_size + 1) % SAVE_EVERY_BATCHES == 0:
@@ -186,6 +203,7 @@ def embed_images(
         else np.zeros((0, dim), np.float32),
         found=np.array([r[1] for r in rows], dtype=bool),
         faces=np.array([r[2] for r in rows], dtype=np.int64),
+        quality=np.array([r[4] for r in rows], dtype=np.float32),
         errors=errors,
         computed=len(todo),
     )

@@ -110,6 +110,35 @@ def cluster_markdown(report: dict[str, Any]) -> str:
     return f"## Clustering: `{report['pack']}`\n\n{_table(rows)}\n"
 
 
+def cluster_distractors_markdown(report: dict[str, Any]) -> str:
+    runs = [(f"quality ≥ {g['gate']:g}", g) for g in report["quality_gates"]]
+    if "incremental_run" in report:
+        runs.append(("incremental (half, then all)", report["incremental_run"]))
+    n = report["single_run"]["frequent_min_photos"]
+    lines = [
+        f"## Clustering with distractors: `{report['pack']}`",
+        "",
+        f"{report['people']} identities, {report['images']} photos "
+        f"({report['images_no_face']} without a face); "
+        f"main face of each photo; min_faces {report['min_faces']}; "
+        f"base threshold {report['base_threshold']:.4f}",
+        "",
+        f"| run | eligible | threshold | BCubed P / R (all) | BCubed P / R (≥ {n} photos) | clusters | "
+        "fake people | strangers in a person | intruders |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in runs:
+        overall = run["overall"]
+        lines.append(
+            f"| {name} | {run.get('eligible', '')} | {run['threshold']:.4f} | "
+            f"{overall['bcubed_precision']:.4f} / {overall['bcubed_recall']:.4f} | "
+            f"{run['frequent_bcubed_precision']:.4f} / {run['frequent_bcubed_recall']:.4f} | "
+            f"{overall['clusters']} | {run['fake_people']} ({100 * run['fake_people_share']:.2f} %) | "
+            f"{run['strangers_in_a_person']} of {run['strangers']} | {run['intruders']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _prf(report: dict[str, Any], kind: str) -> str:
     return " / ".join(f"{report[f'{kind}_{m}']:.4f}" for m in ("precision", "recall", "f"))
 
@@ -118,6 +147,7 @@ MARKDOWN = {
     "lfw-view2": lfw_markdown,
     "wider-face-val": wider_markdown,
     "identity-clustering": cluster_markdown,
+    "identity-clustering-distractors": cluster_distractors_markdown,
 }
 
 

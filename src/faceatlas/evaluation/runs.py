@@ -229,3 +229,115 @@ def run_cluster(
             "embedded_now": embedded.computed,
         },
     }
+
+
+#: Quality gates ``eval cluster --distractors`` reports (faceatlas.quality scores).
+DISTRACTOR_GATES = (0.0, 0.3, 0.5, 0.7)
+
+
+def cluster_library_like(
+    embeddings: np.ndarray,
+    *,
+    threshold: float,
+    far: float = 1e-3,
+    min_faces: int = 3,
+    eligible: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    new: np.ndarray | None = None,
+) -> tuple[np.ndarray, float]:
+    """One library clustering run over ``embeddings`` (each its own photo): the threshold corrected for
+    their number as :func:`faceatlas.library.clustering.run_threshold` does, then
+    :func:`faceatlas.clustering.cluster_incremental`. Returns (labels, threshold used)."""
+    from faceatlas.clustering import cluster_incremental, impostor_spread, one_to_n_threshold
+
+    n = len(embeddings)
+    corrected = one_to_n_threshold(threshold, n, far=far, spread=impostor_spread(embeddings))
+    start = np.full(n, -1, dtype=np.int64) if labels is None else labels
+    result = cluster_incremental(
+        embeddings, start, threshold=corrected, eligible=eligible, min_faces=min_faces, new=new
+    )
+    return result.labels, corrected
+
+
+def run_cluster_distractors(
+    engine: Engine,
+    root: Path,
+    *,
+    threshold: float | None = None,
+    min_faces: int = 3,
+    gates: tuple[float, ...] = DISTRACTOR_GATES,
+    frequent_min_photos: int = 5,
+    incremental: bool = True,
+    max_people: int | None = None,
+    cache_root: Path | None = None,
+    use_cache: bool = True,
+    batch_size: int = 32,
+    track: Tracker = _no_tracking,
+) -> dict[str, Any]:
+    """Every photo of every identity under ``root`` in one library (most identities are strangers seen
+    once), clustered as the library does and scored on each photo's main face."""
+    from faceatlas.evaluation.cluster_metrics import distractor_scores
+
+    started = time.perf_counter()
+    root = Path(root)
+    images_dir = root / "images" if (root / "images").is_dir() else root
+    people = people_with_images(images_dir, 1)
+    if max_people:
+        people = dict(list(people.items())[:max_people])
+    if not people:
+        raise DatasetError(f"no identity folder with images under {images_dir}")
+    names = [name for files in people.values() for name in files]
+    identity = np.array([name.split("/", 1)[0] for name in names])
+    advance = track("embedding faces", len(names))
+    embedded = embed_images(
+        engine,
+        images_dir,
+        names,
+        cache_root=cache_root,
+        use_cache=use_cache,
+        batch_size=batch_size,
+        progress=advance,
+    )
+    embed_seconds = time.perf_counter() - started
+    found = embedded.found
+    x, truth, quality = embedded.embeddings[found], identity[found], embedded.quality[found]
+    base = engine.pack.threshold if threshold is None else threshold
+
+    def scored(labels: np.ndarray) -> dict[str, Any]:
+        return distractor_scores(labels, truth, frequent_min_photos=frequent_min_photos).to_dict()
+
+    cluster_started = time.perf_counter()
+    by_gate = []
+    single: dict[str, Any] = {}
+    for gate in gates:
+        labels, used = cluster_library_like(x, threshold=base, min_faces=min_faces, eligible=quality >= gate)
+        entry = {"gate": gate, "eligible": int((quality >= gate).sum()), "threshold": used, **scored(labels)}
+        by_gate.append(entry)
+        if gate == gates[0]:
+            single = entry
+    cluster_seconds = time.perf_counter() - cluster_started
+    report: dict[str, Any] = {
+        "protocol": "identity-clustering-distractors",
+        **_engine_info(engine),
+        "root": str(root),
+        "people": len(people),
+        "images": len(names),
+        "images_no_face": int((~found).sum()),
+        "base_threshold": base,
+        "min_faces": min_faces,
+        "single_run": single,
+        "quality_gates": by_gate,
+    }
+    if incremental:
+        # half the photos (a seeded random half), cluster, then all of them, cluster again
+        first = np.random.default_rng(0).random(len(x)) < 0.5
+        labels = np.full(len(x), -1, dtype=np.int64)
+        labels[first], _ = cluster_library_like(x[first], threshold=base, min_faces=min_faces)
+        labels, used = cluster_library_like(x, threshold=base, min_faces=min_faces, labels=labels, new=~first)
+        report["incremental_run"] = {"threshold": used, **scored(labels)}
+    report["timing"] = {
+        "embed_seconds": embed_seconds,
+        "cluster_seconds": cluster_seconds,
+        "embedded_now": embedded.computed,
+    }
+    return report

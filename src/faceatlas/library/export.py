@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     "source",
     "age",
     "gender",
+    "quality",
 )
 
 
@@ -52,6 +53,7 @@ def face_records(db: Database) -> list[dict[str, Any]]:
                 Face.source,
                 Face.age,
                 Face.gender,
+                Face.quality,
             )
             .join(Face, Face.photo_id == Photo.id)
             .outerjoin(Person, Person.id == Face.person_id)
@@ -67,6 +69,8 @@ def face_records(db: Database) -> list[dict[str, Any]]:
         record["score"] = round(record["score"], 4)
         if record["age"] is not None:
             record["age"] = round(record["age"], 1)
+        if record["quality"] is not None:
+            record["quality"] = round(record["quality"], 3)
         records.append(record)
     return records
 
@@ -78,7 +82,18 @@ def export_json(db: Database) -> str:
     for rec in face_records(db):
         face = {
             k: rec[k]
-            for k in ("face_id", "x_min", "y_min", "x_max", "y_max", "score", "source", "age", "gender")
+            for k in (
+                "face_id",
+                "x_min",
+                "y_min",
+                "x_max",
+                "y_max",
+                "score",
+                "source",
+                "age",
+                "gender",
+                "quality",
+            )
         }
         face["photo"] = rec["photo_path"]
         if rec["person_id"] is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -73,3 +74,60 @@ def plan(entries: Iterable[FileEntry], known: Mapping[str, KnownPhoto]) -> tuple
     entries = list(entries)
     todo = [e for e in entries if needs_indexing(e, known.get(e.path))]
     return todo, len(entries) - len(todo)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A photo the library knows under ``old_path`` that now lives at ``entry.path`` (same bytes)."""
+
+    old_path: str
+    entry: FileEntry
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, the library's content hash (the same the decoder records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def missing_paths(known: Mapping[str, KnownPhoto], seen: Iterable[FileEntry]) -> list[str]:
+    """Photos the library holds that this scan did not see and that no longer exist on disk."""
+    seen_paths = {e.path for e in seen}
+    return sorted(p for p in known if p not in seen_paths and not os.path.exists(p))
+
+
+def find_moves(
+    todo: Iterable[FileEntry], missing: Iterable[str], known: Mapping[str, KnownPhoto]
+) -> tuple[list[FileEntry], list[Move], list[str]]:
+    """Recognise moved or renamed photos by their content hash.
+
+    A new path whose bytes equal a missing photo's is that photo, moved: it keeps its faces and
+    people instead of being detected again. Only new files of the same size as a missing photo
+    are hashed here, so a run without missing photos reads nothing extra. Returns (photos still
+    to index, moves, photos still missing, i.e. deleted).
+    """
+    by_size: dict[int, dict[str, str]] = {}
+    for path in missing:
+        photo = known[path]
+        if photo.content_hash is not None:
+            by_size.setdefault(photo.size, {}).setdefault(photo.content_hash, path)
+    moves: list[Move] = []
+    rest: list[FileEntry] = []
+    for entry in todo:
+        candidates = by_size.get(entry.size)
+        if entry.path in known or not candidates:
+            rest.append(entry)
+            continue
+        try:
+            old_path = candidates.pop(file_hash(entry.path), None)
+        except OSError:
+            old_path = None  # unreadable now: the indexer reports it like any bad file
+        if old_path is None:
+            rest.append(entry)
+        else:
+            moves.append(Move(old_path, entry))
+    moved = {m.old_path for m in moves}
+    return rest, moves, [p for p in missing if p not in moved]

@@ -33,6 +33,8 @@ STATUS_ERROR = "error"
 #: Face assignment sources: ``auto`` faces may be moved by a later clustering run, ``user`` faces never.
 SOURCE_AUTO = "auto"
 SOURCE_USER = "user"
+#: An unassigned face a clustering run has looked at (the next run revisits it only near new faces).
+SOURCE_SEEN = "seen"
 
 
 class Photo(Base):
@@ -104,6 +106,8 @@ class Face(Base):
     roll: Mapped[float | None] = mapped_column(Float)
     person_id: Mapped[int | None] = mapped_column(ForeignKey("library_people.id", ondelete="SET NULL"))
     source: Mapped[str | None] = mapped_column(String(8))
+    #: faceatlas.quality score in [0, 1] (NULL for faces indexed before it existed: treated as passing).
+    quality: Mapped[float | None] = mapped_column(Float)
 
     @property
     def box(self) -> tuple[float, float, float, float]:

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from sqlalchemy import select
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, ThumbnailError
 from faceatlas.images import decode_image
 from faceatlas.library.tables import Face, Photo
 from faceatlas.storage import Database
@@ -22,10 +22,6 @@ def library_cache_dir(url: str, kind: str = "thumbnails") -> Path:
     from faceatlas.models.store import cache_dir
 
     return cache_dir() / kind / hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-class ThumbnailError(FaceAtlasError, LookupError):
-    """The face does not exist or its photo can no longer be read."""
 
 
 def crop_face(

@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
+from faceatlas.errors import LibraryWriteError
 from faceatlas.face import DetectedFace
-from faceatlas.library.scan import FileEntry, KnownPhoto
-from faceatlas.library.tables import STATUS_ERROR, STATUS_OK, Face, Photo
+from faceatlas.library.scan import FileEntry, KnownPhoto, Move
+from faceatlas.library.tables import STATUS_ERROR, STATUS_OK, Decision, Face, Photo
 from faceatlas.storage import Database
 from faceatlas.storage.db import utcnow
 
@@ -39,11 +40,14 @@ class PhotoResult:
     pack: str | None = None
     #: Same bytes as already indexed (only size/mtime changed): refresh the stat, keep the faces.
     unchanged_content: bool = False
+    #: faceatlas.quality score of each face (same order as ``faces``); None where not measured.
+    quality: list[float] | None = None
 
 
-def face_row(photo_id: int, face: DetectedFace) -> dict:
+def face_row(photo_id: int, face: DetectedFace, quality: float | None = None) -> dict:
     """Column values of one face row."""
     row: dict = {
+        "quality": None if quality is None else float(quality),
         "photo_id": photo_id,
         "x_min": float(face.box[0]),
         "y_min": float(face.box[1]),
@@ -81,6 +85,49 @@ def known_photos(db: Database) -> dict[str, KnownPhoto]:
     with db.session() as session:
         rows = session.execute(select(Photo.path, Photo.size, Photo.mtime, Photo.content_hash)).all()
     return {path: KnownPhoto(size, mtime, content_hash) for path, size, mtime, content_hash in rows}
+
+
+def apply_moves(db: Database, moves: Sequence[Move]) -> int:
+    """Point moved photos at their new path (faces, people and decisions stay as they are)."""
+    if not moves:
+        return 0
+    with db.session() as session:
+        for move in moves:
+            session.execute(
+                update(Photo)
+                .where(Photo.path == move.old_path)
+                .values(path=move.entry.path, size=move.entry.size, mtime=move.entry.mtime)
+            )
+    return len(moves)
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    photos: int
+    faces: int
+    removed_people: int  # unnamed people left without faces, deleted
+
+
+def prune_photos(db: Database, paths: Sequence[str]) -> PruneReport:
+    """Forget deleted photos: their faces leave their people; unnamed people left empty disappear."""
+    from faceatlas.library.clustering import drop_empty_people
+
+    photos = faces = 0
+    with db.session() as session:
+        for start in range(0, len(paths), 500):
+            chunk = list(paths[start : start + 500])
+            ids = list(session.scalars(select(Photo.id).where(Photo.path.in_(chunk))))
+            if not ids:
+                continue
+            # Explicit, not only ON DELETE CASCADE: decisions about these faces go with them on any backend.
+            face_ids = select(Face.id).where(Face.photo_id.in_(ids))
+            faces += int(session.scalar(select(func.count()).select_from(face_ids.subquery())) or 0)
+            session.execute(delete(Decision).where(Decision.face_id.in_(face_ids)))
+            session.execute(delete(Face).where(Face.photo_id.in_(ids)))
+            session.execute(delete(Photo).where(Photo.id.in_(ids)))
+            photos += len(ids)
+        removed = drop_empty_people(session) if photos else 0
+    return PruneReport(photos, faces, removed)
 
 
 class LibraryWriter:
@@ -134,7 +181,13 @@ class LibraryWriter:
             session.execute(delete(Face).where(Face.photo_id == photo_id))
             session.execute(update(Photo).where(Photo.id == photo_id).values(**values))
         if result.error is None and result.faces:
-            session.execute(insert(Face), [face_row(photo_id, f) for f in result.faces])
+            qualities: list[float | None] = [None] * len(result.faces)
+            if result.quality is not None:
+                qualities = list(result.quality)
+            session.execute(
+                insert(Face),
+                [face_row(photo_id, f, q) for f, q in zip(result.faces, qualities, strict=True)],
+            )
 
 
 class WriterThread:
@@ -156,7 +209,7 @@ class WriterThread:
 
     def put(self, result: PhotoResult) -> None:
         if self.error is not None:
-            raise RuntimeError("library writer failed") from self.error
+            raise LibraryWriteError("library writer failed") from self.error
         self.queue.put(result)
 
     def close(self) -> None:
@@ -164,7 +217,7 @@ class WriterThread:
         self.queue.put(self._STOP)
         self.thread.join()
         if self.error is not None:
-            raise RuntimeError("library writer failed") from self.error
+            raise LibraryWriteError("library writer failed") from self.error
 
     def _run(self) -> None:
         stop = False

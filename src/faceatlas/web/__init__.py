@@ -18,11 +18,12 @@ __all__ = ["WebConfig", "mount", "page_sets"]
 
 def page_sets() -> list[PageSet]:
     """Every page set of the web app; a new one (the service console) adds its line here."""
+    from faceatlas.web.console import CONSOLE_PAGES
     from faceatlas.web.library_api import API_PAGES
     from faceatlas.web.login import router as login_router
     from faceatlas.web.pages import LIBRARY_PAGES
 
-    return [PageSet(login_router, order=0), LIBRARY_PAGES, API_PAGES]
+    return [PageSet(login_router, order=0), LIBRARY_PAGES, CONSOLE_PAGES, API_PAGES]
 
 
 def mount(app: FastAPI, settings: ServerSettings, config: WebConfig | None = None) -> None:

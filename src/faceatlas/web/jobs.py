@@ -284,7 +284,7 @@ class JobManager:
 
     def _cluster(self, handle: LibraryHandle, job: JobState) -> None:
         from faceatlas.library.browse import forget
-        from faceatlas.library.people import ClusterOptions, cluster_library
+        from faceatlas.library.clustering import ClusterOptions, cluster_library
 
         engine = self.web.engine
         report = cluster_library(handle.db, engine.pack.id, ClusterOptions(threshold=engine.pack.threshold))

@@ -195,8 +195,8 @@ class MergeRequest(BaseModel):
 @router.post(LIB + "/people/{person}/merge", summary="Merge another person into this one")
 async def merge(library: str, person: str, body: MergeRequest, _owner: OwnerApi, web: Web) -> dict[str, Any]:
     handle = _library(web, library)
-    result = await _call(ops.merge_people_explained, handle.db, person, body.other)
-    card = await _call(browse.person_card, handle.db, result.person.id)
+    result = await _call(ops.merge_people, handle.db, person, body.other)
+    card = await _call(browse.person_card, handle.db, result.person_id)
     return {"person": card.to_dict(), "left_behind": result.left_behind, "reason": result.reason}
 
 
