@@ -510,3 +510,26 @@ def test_several_libraries(site, engine, tmp_path):
             client.post("/login", data={"secret": TOKEN})
             page = client.get("/l/wedding/people")
             assert page.status_code == 200 and "data-library-picker" in page.text
+
+
+def test_cancel_then_start_again(site, shared):
+    """A cancelled job keeps what it indexed; started again it does the rest, nothing twice."""
+    from tests.web_helpers import lfw_images
+
+    images = lfw_images(shared, "Andre_Agassi")[:12]
+    before = get(site, API).json()["photos"]
+    started = send(
+        site,
+        "POST",
+        f"{API}/uploads",
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images],
+    )
+    assert started.status_code == 202, started.text
+    cancelled = send(site, "POST", f"{API}/jobs/current/cancel").json()["job"]
+    assert cancelled["state"] == "cancelled" and not cancelled["active"]  # the decoders take seconds to start
+    done_first = get(site, API).json()["photos"] - before
+    again = send(site, "POST", f"{API}/jobs", json={"folder": cancelled["roots"][0]})
+    assert again.status_code == 202, again.text
+    job = wait_job(site)
+    assert job["state"] == "done" and job["found"] == 12 and job["skipped"] == done_first
+    assert get(site, API).json()["photos"] == before + 12
