@@ -533,3 +533,33 @@ def test_cancel_then_start_again(site, shared):
     job = wait_job(site)
     assert job["state"] == "done" and job["found"] == 12 and job["skipped"] == done_first
     assert get(site, API).json()["photos"] == before + 12
+
+
+def test_thumbnails_turn_tilted_faces_upright(engine, shared):
+    """Given the eyes, the crop of a tilted face equals the crop of the same face upright."""
+    import cv2
+
+    from faceatlas.images import decode_image
+    from faceatlas.library.thumbnails import crop_face
+
+    rgb = np.ascontiguousarray(
+        decode_image(shared / "data/photos/face_recognition_examples/examples/obama.jpg").rgb
+    )
+    h, w = rgb.shape[:2]
+    face = engine.analyze(rgb, limit=1)[0]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 30, 1.0)
+    tilted = cv2.warpAffine(rgb, turn, (w, h))
+    eyes = np.hstack([face.landmarks, np.ones((5, 1))]) @ turn.T  # where the eyes went
+    centre = np.append(np.mean(np.reshape(face.box, (2, 2)), axis=0), 1.0) @ turn.T
+    half = max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2
+    box = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+
+    reference = crop_face(rgb, face.box, size=160, landmarks=face.landmarks).astype(float)
+    upright = crop_face(tilted, box, size=160, landmarks=eyes).astype(float)
+    plain = crop_face(tilted, box, size=160).astype(float)
+
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    assert similarity(upright, reference) > 0.95
+    assert similarity(plain, reference) < similarity(upright, reference) - 0.1
