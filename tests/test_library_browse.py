@@ -141,3 +141,14 @@ def test_closest_people_and_photos(library):
     counts = browse.library_counts(library)
     assert (counts.photos, counts.faces, counts.people, counts.unassigned) == (16, 18, 3, 1)
     assert np.isfinite([s.similarity for s in found]).all()
+
+
+def test_merge_after_split_survives_a_rebuild(library):
+    big = browse.people_page(library)[1][0]
+    faces = [f.id for f in browse.person_faces_page(library, big.id)[1]]
+    from faceatlas.library.people import split_faces
+
+    new = split_faces(library, big.id, faces[:3])
+    merge_people(library, new.id, big.id)  # the user changes their mind
+    cluster_library(library, PACK, OPTIONS, rebuild=True)
+    assert {owner(library, f) for f in faces} == {new.id}

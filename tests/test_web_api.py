@@ -469,3 +469,97 @@ def test_pages_render_for_the_owner_only(site):
     assert client.get("/l/default/people/99999").status_code == 404
     assert client.get("/l/default/photos/99999").status_code == 404
     client.cookies.clear()
+
+
+def test_a_job_killed_with_its_server_resumes(site):
+    """A job file left 'indexing' with its lock free (its server died) is taken up again on request."""
+    import json
+
+    jobs = site["client"].app.state.web.jobs
+    assert get(site, f"{API}/jobs/current").json()["job"]["active"] is False
+    state = jobs.folder / "default.json"
+    left = json.loads(state.read_text())
+    left.update(
+        state="indexing", roots=[str(site["root"] / "lfw" / "Tony_Blair")], done=3, total=8, resumed=0
+    )
+    state.write_text(json.dumps(left))
+    resumed = get(site, f"{API}/jobs/current").json()["job"]
+    assert resumed["resumed"] == 1 and resumed["message"].startswith("resumed")
+    job = wait_job(site)
+    assert job["state"] == "done" and job["resumed"] == 1
+    assert job["found"] == 8 and job["skipped"] == 8  # the photos it had done are not indexed twice
+
+
+def test_several_libraries(site, engine, tmp_path):
+    """``serve --library`` (repeatable) adds libraries beside the data folder's own, each with its id."""
+    from faceatlas.web.context import LIBRARIES_ENV, WebConfig
+
+    other = tmp_path / "wedding.faces"
+    config = WebConfig(tmp_path / "data", (str(other), str(site["data"] / "library.db")), (site["root"],))
+    assert WebConfig.from_env(tmp_path / "data", config.to_env()) == config
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(LIBRARIES_ENV, config.to_env()[LIBRARIES_ENV])
+        app = create_app(Settings(data_dir=tmp_path / "data", admin_token=TOKEN), engine=engine)
+        with TestClient(app) as client:
+            libraries = client.get("/api/library/v1/libraries", headers=BEARER).json()["libraries"]
+            assert [lib["id"] for lib in libraries] == ["default", "wedding", "library"]
+            assert [lib["photos"] for lib in libraries][:2] == [0, 0]
+            assert libraries[2]["photos"] == get(site, API).json()["photos"]  # the same file, opened again
+            people = client.get("/api/library/v1/libraries/library/people", headers=BEARER).json()
+            assert people["total"] == get(site, f"{API}/people").json()["total"]
+            client.post("/login", data={"secret": TOKEN})
+            page = client.get("/l/wedding/people")
+            assert page.status_code == 200 and "data-library-picker" in page.text
+
+
+def test_cancel_then_start_again(site, shared):
+    """A cancelled job keeps what it indexed; started again it does the rest, nothing twice."""
+    from tests.web_helpers import lfw_images
+
+    images = lfw_images(shared, "Andre_Agassi")[:12]
+    before = get(site, API).json()["photos"]
+    started = send(
+        site,
+        "POST",
+        f"{API}/uploads",
+        files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in images],
+    )
+    assert started.status_code == 202, started.text
+    cancelled = send(site, "POST", f"{API}/jobs/current/cancel").json()["job"]
+    assert cancelled["state"] == "cancelled" and not cancelled["active"]  # the decoders take seconds to start
+    done_first = get(site, API).json()["photos"] - before
+    again = send(site, "POST", f"{API}/jobs", json={"folder": cancelled["roots"][0]})
+    assert again.status_code == 202, again.text
+    job = wait_job(site)
+    assert job["state"] == "done" and job["found"] == 12 and job["skipped"] == done_first
+    assert get(site, API).json()["photos"] == before + 12
+
+
+def test_thumbnails_turn_tilted_faces_upright(engine, shared):
+    """Given the eyes, the crop of a tilted face equals the crop of the same face upright."""
+    import cv2
+
+    from faceatlas.images import decode_image
+    from faceatlas.library.thumbnails import crop_face
+
+    rgb = np.ascontiguousarray(
+        decode_image(shared / "data/photos/face_recognition_examples/examples/obama.jpg").rgb
+    )
+    h, w = rgb.shape[:2]
+    face = engine.analyze(rgb, limit=1)[0]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 30, 1.0)
+    tilted = cv2.warpAffine(rgb, turn, (w, h))
+    eyes = np.hstack([face.landmarks, np.ones((5, 1))]) @ turn.T  # where the eyes went
+    centre = np.append(np.mean(np.reshape(face.box, (2, 2)), axis=0), 1.0) @ turn.T
+    half = max(face.box[2] - face.box[0], face.box[3] - face.box[1]) / 2
+    box = (centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half)
+
+    reference = crop_face(rgb, face.box, size=160, landmarks=face.landmarks).astype(float)
+    upright = crop_face(tilted, box, size=160, landmarks=eyes).astype(float)
+    plain = crop_face(tilted, box, size=160).astype(float)
+
+    def similarity(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+    assert similarity(upright, reference) > 0.95
+    assert similarity(plain, reference) < similarity(upright, reference) - 0.1

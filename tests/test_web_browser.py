@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.api_helpers import REPO, LiveServer, faceatlas_cli
-from tests.web_helpers import SELFIE_PERSON, build_photo_tree, selfie
+from tests.web_helpers import PHOTOS_PER_PERSON, SELFIE_PERSON, build_photo_tree, selfie
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -261,6 +261,9 @@ def test_remove_face_stays_removed_after_reclustering(page, server):
     page.reload()
     assert page.locator(f"#faces [data-face='{victim}']").count() == 0
     assert server.api.get(f"{API}/faces/{victim}").json()["person_id"] != pid
+    # the split-then-merged person of the test before stays one person after the rebuild
+    twin = server.api.get(f"{API}/people", params={"q": "Hewitt twin"}).json()["people"]
+    assert [p["faces"] for p in twin] == [PHOTOS_PER_PERSON]
 
 
 def test_review_and_assign(page, server):

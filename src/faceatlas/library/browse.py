@@ -176,12 +176,13 @@ def cover_faces(
             result[pid] = best.get(pid)
     elif missing:
         found: dict[int, tuple[float, int]] = {}
-        for fid, pid, value in session.execute(
+        for face_id, owner, value in session.execute(
             select(Face.id, Face.person_id, _COVER_SCORE).where(Face.person_id.in_(missing))
         ).all():
             # the highest score wins; ties go to the oldest face (as in people_centroids)
-            if pid not in found or (float(value), -int(fid)) > (found[pid][0], -found[pid][1]):
-                found[pid] = (float(value), int(fid))
+            key = int(owner or 0)
+            if key not in found or (float(value), -int(face_id)) > (found[key][0], -found[key][1]):
+                found[key] = (float(value), int(face_id))
         for pid in missing:
             result[pid] = found[pid][1] if pid in found else None
     return result
@@ -400,6 +401,8 @@ def forget(db: Database) -> None:
     with _CENTROIDS_LOCK:
         _VERSIONS.pop(db.url, None)
         _SNAPSHOTS.pop(db.url, None)
+        for count_key in [k for k in _REVIEW_COUNTS if k[0] == db.url]:
+            del _REVIEW_COUNTS[count_key]
         for key in [k for k in _CENTROIDS if k[0] == db.url]:
             del _CENTROIDS[key]
 
@@ -432,7 +435,7 @@ def people_snapshot(db: Database) -> PeopleSnapshot:
             ).tuples()
         ]
         counts = {
-            int(pid): (int(nf), int(nph))
+            int(pid or 0): (int(nf), int(nph))
             for pid, nf, nph in session.execute(
                 select(Face.person_id, func.count(), func.count(func.distinct(Face.photo_id)))
                 .where(Face.person_id.is_not(None))
@@ -464,7 +467,7 @@ def people_centroids(db: Database, pack: str) -> Centroids:
     else:
         owners = np.asarray([r[0] for r in rows], np.int64)
         vectors = normalize_rows(
-            np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+            np.frombuffer(b"".join(r[1] or b"" for r in rows), np.float32).reshape(len(rows), -1)
         )
         ids, inverse = np.unique(owners, return_inverse=True)
         sums = np.zeros((len(ids), vectors.shape[1]), np.float32)
@@ -535,6 +538,9 @@ def closest_people(
         )[0]
 
 
+_REVIEW_COUNTS: dict[tuple[str, str, float], tuple[tuple[int, ...], int]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class ReviewItem:
     face: FaceCard
@@ -570,7 +576,17 @@ def review_queue(
         Face.id.not_in(ignored),
     ]
     with db.session() as session:
-        total = session.scalar(select(func.count()).select_from(Face).where(*conditions)) or 0
+        # the count reads every unassigned face row: cached until the library changes
+        count_key = (db.url, pack, float(min_face_size))
+        version = library_version(db)
+        with _CENTROIDS_LOCK:
+            cached = _REVIEW_COUNTS.get(count_key)
+        if cached is not None and cached[0] == version:
+            total = cached[1]
+        else:
+            total = session.scalar(select(func.count()).select_from(Face).where(*conditions)) or 0
+            with _CENTROIDS_LOCK:
+                _REVIEW_COUNTS[count_key] = (version, total)
         rows = session.execute(
             select(*_FACE_COLUMNS, Face.embedding)
             .where(*conditions)
@@ -581,14 +597,14 @@ def review_queue(
         if not rows:
             return int(total), []
         cards = [_face_card(r[:-1]) for r in rows]
-        queries = np.frombuffer(b"".join(r[-1] for r in rows), np.float32).reshape(len(rows), -1)
+        queries = np.frombuffer(b"".join(r[-1] or b"" for r in rows), np.float32).reshape(len(rows), -1)
         rejected: dict[int, set[int]] = {c.id: set() for c in cards}
         for fid, pid in session.execute(
             select(Decision.face_id, Decision.person_id).where(
                 Decision.kind == "reject", Decision.face_id.in_(list(rejected))
             )
         ).all():
-            rejected[int(fid)].add(int(pid))
+            rejected[int(fid or 0)].add(int(pid or 0))
         # a photo's other faces' people are no candidates either (two faces of one photo are two people)
         photo_people: dict[int, set[int]] = {}
         for photo_id, pid in session.execute(
@@ -596,7 +612,7 @@ def review_queue(
                 Face.photo_id.in_({c.photo_id for c in cards}), Face.person_id.is_not(None)
             )
         ).all():
-            photo_people.setdefault(int(photo_id), set()).add(int(pid))
+            photo_people.setdefault(int(photo_id), set()).add(int(pid or 0))
         exclude = [rejected[c.id] | photo_people.get(c.photo_id, set()) for c in cards]
         suggestions = _suggest(session, centroids, queries, top=top, threshold=threshold, exclude=exclude)
     return int(total), [ReviewItem(c, s) for c, s in zip(cards, suggestions, strict=True)]

@@ -124,6 +124,14 @@ def merge_people(db: Database, ref: str | int, other_ref: str | int) -> MergeRes
                 .where(Face.id.in_([b.face_id for b in blocked]))
                 .values(person_id=None, source=None)
             )
+        # Merging says these are one person: an earlier "not this person" between them (a split) goes,
+        # or re-clustering would split them again.
+        moving = select(Face.id).where(Face.person_id == other.id)
+        session.execute(
+            delete(Decision).where(
+                Decision.kind == "reject", Decision.person_id == person.id, Decision.face_id.in_(moving)
+            )
+        )
         session.execute(update(Face).where(Face.person_id == other.id).values(person_id=person.id))
         if person.name is None and other.name is not None:
             name, other.name = other.name, None

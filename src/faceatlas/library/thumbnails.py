@@ -25,17 +25,32 @@ def library_cache_dir(url: str, kind: str = "thumbnails") -> Path:
 
 
 def crop_face(
-    rgb: np.ndarray, box: tuple[float, float, float, float], *, size: int, margin: float = 0.25
+    rgb: np.ndarray,
+    box: tuple[float, float, float, float],
+    *,
+    size: int,
+    margin: float = 0.25,
+    landmarks: np.ndarray | None = None,
 ) -> np.ndarray:
-    """A square ``size`` x ``size`` crop around ``box`` (decoded-image pixels), ``margin`` added per side."""
+    """A square ``size`` x ``size`` crop around ``box`` (decoded-image pixels), ``margin`` added per side.
+
+    With the five ``landmarks`` (decoded-image pixels, eyes first) the crop is turned so that the eyes are
+    level: a tilted or sideways face shows upright in every list."""
     x_min, y_min, x_max, y_max = box
     side = max(x_max - x_min, y_max - y_min) * (1 + 2 * margin)
     cx, cy = (x_min + x_max) / 2, (y_min + y_max) / 2
-    # An affine warp handles boxes that reach past the image edge (padded with black).
     scale = size / max(side, 1e-6)
-    matrix = np.array(
-        [[scale, 0, size / 2 - cx * scale], [0, scale, size / 2 - cy * scale]], dtype=np.float64
-    )
+    cos, sin = 1.0, 0.0
+    if landmarks is not None:
+        (lx, ly), (rx, ry) = np.asarray(landmarks, np.float64)[:2]
+        length = float(np.hypot(rx - lx, ry - ly))
+        if length > 1e-3:
+            cos, sin = (rx - lx) / length, (ry - ly) / length
+    # dest = scale * R(-angle) * (src - centre) + (size/2, size/2); an affine warp also pads boxes
+    # that reach past the image edge (with black).
+    rotation = np.array([[cos, sin], [-sin, cos]]) * scale
+    shift = np.array([size / 2, size / 2]) - rotation @ np.array([cx, cy])
+    matrix = np.hstack([rotation, shift[:, None]])
     return cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
 
 
@@ -43,14 +58,17 @@ def face_thumbnail(db: Database, face_id: int, cache_dir: str | os.PathLike[str]
     """Path of the cached JPEG thumbnail of a face (made now if missing or if the photo changed)."""
     with db.session() as session:
         row = session.execute(
-            select(Face.x_min, Face.y_min, Face.x_max, Face.y_max, Photo.path, Photo.content_hash)
+            select(
+                Face.x_min, Face.y_min, Face.x_max, Face.y_max, Face.landmarks, Photo.path, Photo.content_hash
+            )
             .join(Photo, Photo.id == Face.photo_id)
             .where(Face.id == face_id)
         ).first()
     if row is None:
         raise ThumbnailError(f"no face {face_id}")
-    x_min, y_min, x_max, y_max, path, content_hash = row
-    target = Path(cache_dir) / f"{face_id}-{(content_hash or 'nohash')[:16]}-{size}.jpg"
+    x_min, y_min, x_max, y_max, landmark_bytes, path, content_hash = row
+    # "-up": turned upright by the eyes (older, unturned crops in the cache are not reused)
+    target = Path(cache_dir) / f"{face_id}-{(content_hash or 'nohash')[:16]}-{size}-up.jpg"
     if target.is_file():
         return target
     try:
@@ -58,7 +76,10 @@ def face_thumbnail(db: Database, face_id: int, cache_dir: str | os.PathLike[str]
     except (FaceAtlasError, OSError) as exc:
         raise ThumbnailError(f"cannot read the photo of face {face_id}: {exc}") from exc
     box = tuple(np.asarray([x_min, y_min, x_max, y_max]) / decoded.scale)
-    crop = crop_face(decoded.rgb, box, size=size)
+    landmarks = None
+    if landmark_bytes is not None:
+        landmarks = np.frombuffer(landmark_bytes, np.float32).reshape(-1, 2) / decoded.scale
+    crop = crop_face(decoded.rgb, box, size=size, landmarks=landmarks)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp.jpg")
     cv2.imwrite(str(tmp), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])

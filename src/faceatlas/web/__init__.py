@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -54,7 +55,7 @@ def _close_on_shutdown(app: FastAPI) -> None:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def lifespan(application: Any):  # type: ignore[no-untyped-def]
+    async def lifespan(application: Any) -> AsyncIterator[Any]:
         async with inner(application) as value:
             # a job the last server was running when it was killed goes on where it stopped
             application.state.web.jobs.resume_interrupted()

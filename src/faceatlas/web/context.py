@@ -53,7 +53,7 @@ def _slug(location: str) -> str:
     text = location.rstrip("/")
     if "://" in text:
         text = text.rsplit("/", 1)[-1] or "database"
-    name = Path(text).stem if Path(text).suffix.lower() in {".db", ".sqlite", ".sqlite3"} else Path(text).name
+    name = Path(text).stem  # wedding.faces, wedding.db -> wedding
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "library"
 
 

@@ -458,7 +458,9 @@ def allowed_folder(raw: str, roots: tuple[Path, ...]) -> Path:
 
 
 class FolderJobRequest(BaseModel):
-    folder: str = Field(description="A folder under one of the server's --photos-root folders")
+    folder: str = Field(
+        description="A folder under one of the server's --photos-root folders (or an upload's folder)"
+    )
 
 
 def _start(
@@ -472,8 +474,11 @@ async def start_folder_job(
     library: str, body: FolderJobRequest, _owner: OwnerApi, web: Web
 ) -> dict[str, Any]:
     handle = _library(web, library)
+    roots = web.config.photos_roots
+    if Path(body.folder.strip()).is_absolute():
+        roots = (*roots, handle.upload_dir)  # a cancelled upload can be indexed again
     try:
-        folder = allowed_folder(body.folder, web.config.photos_roots)
+        folder = allowed_folder(body.folder, roots)
     except PathNotAllowedError as exc:
         raise WebError(403, str(exc)) from None
     except (ValueError, OSError) as exc:

@@ -54,8 +54,8 @@ async def login(
         response.status_code = 401
         return response
     cookie, _session = web.auth.new_session()
-    response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(
+    redirect = RedirectResponse(_safe_next(next), status_code=303)
+    redirect.set_cookie(
         SESSION_COOKIE,
         cookie,
         max_age=SESSION_SECONDS,
@@ -64,7 +64,7 @@ async def login(
         secure=request.url.scheme == "https",
         path="/",
     )
-    return response
+    return redirect
 
 
 @router.post("/logout", response_model=None)
