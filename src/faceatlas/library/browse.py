@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import PhotoNotFoundError
 from faceatlas.library.people import FaceNotFoundError, resolve_person
 from faceatlas.library.tables import STATUS_ERROR, Decision, Face, Person, Photo
 from faceatlas.storage import Database
@@ -46,10 +46,6 @@ def library_counts(db: Database) -> LibraryCounts:
             select(func.count(), func.count(Person.name)).where(Person.merged_into.is_(None))
         ).one()
     return LibraryCounts(photos, unreadable, faces, int(people), int(named), unassigned)
-
-
-class PhotoNotFoundError(FaceAtlasError, LookupError):
-    """No photo with that id."""
 
 
 #: Sort orders and filters of :func:`people_page`.

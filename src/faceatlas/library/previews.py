@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 from sqlalchemy import select
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, PreviewError
 from faceatlas.images import decode_image
 from faceatlas.library.browse import PhotoNotFoundError
 from faceatlas.library.tables import Photo
@@ -17,10 +17,6 @@ from faceatlas.storage import Database
 
 #: Long sides a preview may have (a few sizes keep the cache small and shared between screens).
 PREVIEW_SIZES = (320, 640, 1280, 2048)
-
-
-class PreviewError(FaceAtlasError, OSError):
-    """The photo can no longer be read."""
 
 
 def preview_size(requested: int) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, PackMismatchError, PublishError
 from faceatlas.images import decode_image
 from faceatlas.library.people import resolve_person
 from faceatlas.library.tables import STATUS_OK, Face, Person, Photo
@@ -41,14 +41,6 @@ CANDIDATES_PER_PICK = 4
 DECODE_SIDE = 1600
 # Greedy diversity: a candidate's quality minus this times its highest cosine to the faces already chosen.
 DIVERSITY_WEIGHT = 0.5
-
-
-class PublishError(FaceAtlasError, ValueError):
-    """The library cannot be published into that service (wrong type, packs differ, unnamed person...)."""
-
-
-class PackMismatchError(PublishError):
-    """The library's faces were embedded by another pack than the service compares with."""
 
 
 @dataclass(slots=True)

