@@ -75,6 +75,12 @@ class DetectedFace:
     def area(self) -> float:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
+    def require_embedding(self) -> np.ndarray:
+        """The embedding, for code that asked the engine to embed (a face without one is a bug there)."""
+        if self.embedding is None:
+            raise ValueError("this face was analysed without embed=True")
+        return self.embedding
+
     def to_dict(self, *, include_embedding: bool = True) -> dict[str, Any]:
         """A JSON-ready dict; fields that were not computed are left out."""
         x_min, y_min, x_max, y_max = self.box

@@ -815,7 +815,8 @@ def _parse_exif_datetime(stamp: object, offset: object, subsec: object) -> datet
     if found is None:
         return None
     try:
-        parsed = datetime(*(int(part) for part in found.groups()))  # type: ignore[misc]
+        year, month, day, hour, minute, second = (int(part) for part in found.groups())
+        parsed = datetime(year, month, day, hour, minute, second)
     except ValueError:  # "0000:00:00 00:00:00" and other placeholders
         return None
     if isinstance(subsec, str) and subsec.strip().isdigit():

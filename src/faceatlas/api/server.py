@@ -83,9 +83,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self.transport is not None and not self.transport.is_closing():
+        transport = getattr(self, "transport", None)  # set by connection_made
+        if transport is not None and not transport.is_closing():
             self.logger.info("closing a connection that did not send its %s in time", self._phase())
-            self.transport.close()
+            transport.close()
 
     def _phase(self) -> str:
         return "body" if self._waiting_for is h11.SEND_BODY else "request headers"

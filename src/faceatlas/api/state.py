@@ -89,7 +89,8 @@ class DecodeGate:
             if self._large is None:
                 self._large = ThreadPoolExecutor(1, "faceatlas-large-decode", initializer=_lower_priority)
             with anyio.CancelScope(shield=True):  # the memory stays reserved until the decode is over
-                return await asyncio.wrap_future(self._large.submit(decode))
+                result: T = await asyncio.wrap_future(self._large.submit(decode))
+            return result
 
     def close(self) -> None:
         if self._large is not None:

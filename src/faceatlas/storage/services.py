@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -292,7 +293,7 @@ class ServiceStore:
         added: set[str] = set()
         deleted: set[str] = set()
         for _version, op, face_id in rows:
-            if op == "reload":
+            if op == "reload" or face_id is None:
                 return ChangeSet(current, True, frozenset(), frozenset())
             if op == "add":
                 added.add(face_id)
@@ -414,7 +415,7 @@ class ServiceStore:
                     s.flush()
                 subject_ids[name.lower()] = row.id
             s.execute(
-                ServiceFace.__table__.insert(),
+                cast(Table, ServiceFace.__table__).insert(),
                 [
                     {
                         "id": face_id,
@@ -576,7 +577,7 @@ class ServiceStore:
             self._delete_faces(s, service_id, version, [])
             result = s.execute(delete(ServiceSubject).where(ServiceSubject.service_id == service_id))
             self._log(s, service_id, version, "reload", [None])
-            return int(result.rowcount or 0)
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # ----------------------------------------------------------------- re-embedding (migration)
     def faces_to_migrate(self, pack: str, *, everything: bool = False) -> Iterator[tuple[int, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from fastapi import APIRouter, Request
@@ -57,7 +57,7 @@ async def recognize(request: Request, state: State, service: RecognitionService)
     def search() -> list:
         if not embedded:
             return []
-        queries = np.stack([f.embedding for f in embedded])
+        queries = np.stack([f.require_embedding() for f in embedded])
         collection = state.collections.get(service.id)
         return collection.search(queries, options.prediction_count, unique_subjects=options.unique_subjects)
 
@@ -67,7 +67,7 @@ async def recognize(request: Request, state: State, service: RecognitionService)
     for face in faces:
         item = face_json(face, options, round_probability=True)
         found = by_face.get(id(face), [])
-        sims = similarity(state, np.array([m.cosine for m in found])) if found else []
+        sims = similarity(state, np.array([m.cosine for m in found])) if found else np.zeros(0)
         subjects = []
         for match, sim in zip(found, sims, strict=True):
             value = round_half_up(sim)
@@ -190,7 +190,7 @@ async def verify_face(
     for face in faces:
         item = face_json(face, options, round_probability=True)
         item["subject"] = stored.subject
-        cosine = float(normalize_rows(face.embedding[None, :])[0] @ reference)
+        cosine = float(normalize_rows(face.require_embedding()[None, :])[0] @ reference)
         item["similarity"] = round_half_up(similarity(state, np.array([cosine]))[0])
         result.append(item)
     result.sort(key=lambda item: item["similarity"], reverse=True)
@@ -267,9 +267,9 @@ async def recognize_embeddings(request: Request, state: State, service: Recognit
     unique = parse_bool(params, "unique_subjects", False)
     matches = await run_blocking(lambda: collection.search(queries, count, unique_subjects=unique))
     result = []
-    for row, found in zip(raw, matches, strict=True):
-        sims = similarity(state, np.array([m.cosine for m in found])) if found else []
-        items = [
+    for row, found in zip(cast(list[Any], raw), matches, strict=True):
+        sims = similarity(state, np.array([m.cosine for m in found])) if found else np.zeros(0)
+        items: list[dict[str, Any]] = [
             {"subject": m.subject, "similarity": round_half_up(s), "image_id": m.image_id}
             for m, s in zip(found, sims, strict=True)
         ]
@@ -292,6 +292,7 @@ async def verify_embeddings(
         raise IMAGE_ID_INCORRECT
     cosines = normalize_rows(queries) @ normalize_rows(stored.embedding[None, :])[0]
     sims = similarity(state, cosines)
-    result = [{"embedding": row, "similarity": round_half_up(s)} for row, s in zip(raw, sims, strict=True)]
+    rows = cast(list[Any], raw)
+    result = [{"embedding": row, "similarity": round_half_up(s)} for row, s in zip(rows, sims, strict=True)]
     result.sort(key=lambda item: item["similarity"], reverse=True)
     return JSONResponse({"result": result})

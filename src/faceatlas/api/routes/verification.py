@@ -33,8 +33,10 @@ async def verify(request: Request, state: State, service: VerificationService) -
     target_faces = await analyze(state, target_data, options, embed=True)
     source = source_faces[0]
     pack = state.engine.pack
-    targets = normalize_rows(np.stack([f.embedding for f in target_faces]))
-    sims = similarity_of_cosine(targets @ normalize_rows(source.embedding[None, :])[0], pack.c0, pack.c1)
+    targets = normalize_rows(np.stack([f.require_embedding() for f in target_faces]))
+    sims = similarity_of_cosine(
+        targets @ normalize_rows(source.require_embedding()[None, :])[0], pack.c0, pack.c1
+    )
     matches = []
     for face, sim in zip(target_faces, sims, strict=True):
         item = face_json(face, options, round_probability=True)
