@@ -72,6 +72,31 @@ def stage_latency(engine, data: bytes, runs: int, plugins: tuple[str, ...], embe
     }
 
 
+def plugin_cost_per_face(engine, data: bytes, runs: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Milliseconds each attribute plugin adds per face (its share of the ``attributes`` stage, one face),
+    and the mask classifier's per-face cost when 8 faces are classified in one batch."""
+    import numpy as np
+
+    from faceatlas.models.mask import MaskClassifier
+
+    out: dict[str, object] = {}
+    for plugin in [p for p in engine.pack.plugins if p != "landmarks"]:
+        measured = stage_latency(engine, data, runs, plugins=(plugin,), embed=False)
+        out[plugin] = round(measured["stages_ms_p50"].get("attributes", 0.0), 3)
+    mask = engine.attribute_model("mask")
+    if isinstance(mask, MaskClassifier):
+        decoded = engine.decode(data)
+        boxes = np.repeat(engine.detector.detect(decoded.rgb, 0.6).boxes[:1], 8, axis=0)
+        mask.classify(decoded.rgb, boxes)
+        samples = []
+        for _ in range(max(5, runs // 4)):
+            started = time.perf_counter()
+            mask.classify(decoded.rgb, boxes)
+            samples.append((time.perf_counter() - started) * 1000 / len(boxes))
+        out["mask_batch_of_8_per_face"] = round(summary(samples)["p50"], 3)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pack", default="sface")
@@ -95,6 +120,7 @@ def main() -> None:
         engine, data, args.runs, plugins=("age", "gender", "pose")
     )
     result["one_face_1080p_detect_only"] = stage_latency(engine, data, args.runs, plugins=(), embed=False)
+    result["plugin_ms_per_face"] = plugin_cost_per_face(engine, data, max(10, args.runs // 3))
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "12mp.jpg"

@@ -1,13 +1,17 @@
 """Library indexing benchmark: a synthetic library of 12 MP JPEGs through the local and the Ray pipeline.
 
     PYTHONPATH=src python benchmarks/index.py [--count 500] [--workers N] [--batch-size 16] [--no-ray]
+        [--providers cuda]
 
 Builds ``--count`` 4000x3000 JPEGs (quality 90) upscaled from the shared photos with faces, in a temp
 folder (``--photos DIR`` keeps and reuses them), then measures in one run: the decode-only ceiling
 (every core decoding the same files, nothing else), ``faceatlas index`` (photos/s, faces/s, stage
-table, peak RSS) with detection in the decode processes (the default) and with ``--detect-in-main``,
-and the same run with ``--ray`` on a local Ray. Writes benchmarks/results/index.json. The machine's
-load average is recorded: on a shared machine the numbers move with it.
+table, peak RSS) with each stage placement: the default (CPU: whole photos in one worker per core;
+accelerators: decode in workers, batches in the main process), the older split (detect in workers,
+embed in the main process) and detection in the main process; and the same run with ``--ray`` on a
+local Ray. ``--providers cuda`` (or ``tensorrt``) runs the main engine there and samples GPU
+utilisation with ``nvidia-smi``. Writes benchmarks/results/index.json. The machine's load average
+is recorded: on a shared machine the numbers move with it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -140,6 +145,40 @@ class RssSampler:
             self.peak_mb = max(self.peak_mb, total)
 
 
+class GpuSampler:
+    """Mean and peak GPU utilisation (%) from ``nvidia-smi`` while the block runs; empty without one."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> GpuSampler:
+        if shutil.which("nvidia-smi"):
+            self._process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-lms", "200"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            with contextlib.suppress(ValueError):
+                self.samples.append(float(line.split(",")[0]))
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+
+    def summary(self) -> dict[str, float] | None:
+        if not self.samples:
+            return None
+        return {"mean_percent": round(float(np.mean(self.samples)), 1), "peak_percent": max(self.samples)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -155,10 +194,19 @@ def main() -> None:
     parser.add_argument("--attributes", action="store_true", help="also estimate age/gender/pose")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--name", default="index", help="results file name (benchmarks/results/NAME.json)")
+    parser.add_argument(
+        "--providers", default="cpu", help="ONNX Runtime providers of the main engine, e.g. cuda"
+    )
     args = parser.parse_args()
 
     from faceatlas.engine import Engine
-    from faceatlas.library.pipeline import DEFAULT_DECODE_SIZE, IndexOptions, default_split, index_library
+    from faceatlas.library.pipeline import (
+        DEFAULT_DECODE_SIZE,
+        IndexOptions,
+        index_library,
+        placement,
+        split_for,
+    )
     from faceatlas.library.store import open_library
 
     cores = len(os.sched_getaffinity(0))
@@ -187,20 +235,40 @@ def main() -> None:
         "decode_only": ceiling,
     }
 
-    def run_local(name: str, detect_in_workers: bool) -> None:
-        workers = args.workers or default_split(cores, detect_in_workers=detect_in_workers)[0]
-        threads = args.threads or default_split(cores, detect_in_workers=detect_in_workers)[1]
-        engine = Engine(args.pack, threads=threads)
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    accelerated = providers[0].lower() != "cpu"
+    result["providers"] = list(providers)
+
+    def run_local(name: str, detect_in_workers: bool | None, embed_in_workers: bool | None = None) -> None:
         options = IndexOptions(
-            workers=workers, batch_size=args.batch_size, plugins=plugins, detect_in_workers=detect_in_workers
+            workers=args.workers,
+            batch_size=args.batch_size,
+            plugins=plugins,
+            detect_in_workers=detect_in_workers,
+            embed_in_workers=embed_in_workers,
         )
-        with RssSampler() as sampler:
+        workers, threads = split_for(options, accelerated=accelerated, cores=cores)
+        threads = args.threads or threads
+        engine = Engine(args.pack, threads=threads, providers=providers)
+        options = IndexOptions(
+            workers=workers,
+            batch_size=args.batch_size,
+            plugins=plugins,
+            detect_in_workers=detect_in_workers,
+            embed_in_workers=embed_in_workers,
+        )
+        cpu_before = os.times()
+        with RssSampler() as sampler, GpuSampler() as gpu:
             report = index_library(open_library(tmp / name), engine, [photos_dir], options=options)
+        cpu_after = os.times()
         out = report.to_dict()
         out["errors"] = len(report.errors)
-        out["decode_workers"] = workers
+        out["workers"] = workers
         out["engine_threads"] = threads
-        out["detect_in_workers"] = detect_in_workers
+        out["detect_in_workers"], out["embed_in_workers"] = placement(options, engine)
+        cpu = sum(cpu_after[:4]) - sum(cpu_before[:4])  # user + system, this process and its workers
+        out["cpu_per_wall"] = round(cpu / report.wall_seconds, 2) if report.wall_seconds else None
+        out["gpu_utilisation"] = gpu.summary()
         out["peak_rss_mb_main_process"] = round(peak_rss_mb(), 1)
         out["peak_rss_mb_with_decode_workers"] = round(sampler.peak_mb, 1)
         out["decode_ceiling_ratio"] = round(report.photos_per_second / ceiling["photos_per_second"], 3)
@@ -211,7 +279,8 @@ def main() -> None:
             flush=True,
         )
 
-    run_local("local", detect_in_workers=True)
+    run_local("local", detect_in_workers=None)
+    run_local("local_split_detect_in_workers_embed_in_main", detect_in_workers=True, embed_in_workers=False)
     run_local("local_detect_in_main", detect_in_workers=False)
     engine = Engine(args.pack, threads=1)
     options = IndexOptions(batch_size=args.batch_size, plugins=plugins)

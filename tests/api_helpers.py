@@ -48,8 +48,16 @@ def faceatlas_cli(*args: str, **env: str) -> str:
 class LiveServer:
     """``faceatlas serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, data_dir: Path, *, database: str | None = None, extra: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database: str | None = None,
+        extra: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        self.env = {"FACEATLAS_ADMIN_TOKEN": "test-admin-token", **(env or {})}
         self.database = database
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -73,7 +81,7 @@ class LiveServer:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [*command, *self.extra],
-                env=subprocess_env(FACEATLAS_ADMIN_TOKEN="test-admin-token"),
+                env=subprocess_env(**self.env),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -107,9 +115,10 @@ class LiveServer:
         self.stop()
 
 
-def fresh_postgres_url(tag: str) -> str | None:
-    """A new, empty PostgreSQL database made from FACEATLAS_TEST_POSTGRES (None when it is unset)."""
-    admin_url = os.environ.get("FACEATLAS_TEST_POSTGRES")
+def fresh_postgres_url(tag: str, env: str = "FACEATLAS_TEST_POSTGRES") -> str | None:
+    """A new, empty PostgreSQL database made from the server in ``env`` (None when it is unset);
+    FACEATLAS_TEST_PGVECTOR names the PostgreSQL 18 + pgvector server of .ci/pgvector-server."""
+    admin_url = os.environ.get(env)
     if not admin_url:
         return None
     import psycopg
@@ -120,10 +129,10 @@ def fresh_postgres_url(tag: str) -> str | None:
     return admin_url.rsplit("/", 1)[0] + "/" + name
 
 
-def drop_postgres_database(url: str) -> None:
+def drop_postgres_database(url: str, env: str = "FACEATLAS_TEST_POSTGRES") -> None:
     import psycopg
 
-    admin_url = os.environ["FACEATLAS_TEST_POSTGRES"]
+    admin_url = os.environ[env]
     name = url.rsplit("/", 1)[1]
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from faceatlas.api.app import create_app
 from faceatlas.api.settings import MB, Settings
 from faceatlas.engine import Engine
-from tests.api_helpers import EXAMPLES
+from tests.api_helpers import EXAMPLES, drop_postgres_database, fresh_postgres_url
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -34,13 +34,29 @@ def images(shared: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture(scope="module")
-def client(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+@pytest.fixture(scope="module", params=["exact", "hnsw", "pgvector"])
+def client(
+    request: pytest.FixtureRequest, engine: Engine, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestClient]:
+    """The conformance suite runs once per face-index backend (pgvector on PostgreSQL 18 + pgvector)."""
+    database = None
+    if request.param == "pgvector":
+        database = fresh_postgres_url("api", "FACEATLAS_TEST_PGVECTOR")
+        if database is None:
+            pytest.skip("FACEATLAS_TEST_PGVECTOR is not set (CI sets it)")
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("api-http"), admin_token="admin-secret", max_file_size=1 * MB
+        data_dir=tmp_path_factory.mktemp("api-http"),
+        admin_token="admin-secret",
+        max_file_size=1 * MB,
+        index=request.param,
+        database=database,
     )
-    with TestClient(create_app(settings, engine=engine)) as client:
-        yield client
+    try:
+        with TestClient(create_app(settings, engine=engine)) as client:
+            yield client
+    finally:
+        if database is not None:
+            drop_postgres_database(database, "FACEATLAS_TEST_PGVECTOR")
 
 
 def new_service(client: TestClient, type_: str = "recognition") -> dict[str, str]:
@@ -399,6 +415,9 @@ def test_status_consistency_and_migration(
         engine.pack.c0,
         engine.pack.c1,
     ]
+    setting = client.app.state.faceatlas.settings.index
+    assert status["index"]["setting"] == setting
+    assert status["index"]["services"] and {s["backend"] for s in status["index"]["services"]} == {setting}
     assert client.get("/healthcheck").json() == {"status": "OK"}
     paths = client.get("/api/v2/api-docs").json()["paths"]  # CompreFace's spec path redirects to OpenAPI
     assert "/api/v1/recognition/recognize" in paths and "/admin/services" in paths
@@ -423,7 +442,7 @@ def test_status_consistency_and_migration(
 
     state.migration.running = True  # as if a migration were under way
     try:
-        error(client.post("/api/v1/migrate"), 400, 27)
+        error(client.post("/api/v1/migrate", headers=ADMIN), 400, 27)
         msg = error(
             client.post("/api/v1/recognition/faces?subject=x", files=upload(images["obama"]), headers=rec),
             405,
@@ -433,7 +452,7 @@ def test_status_consistency_and_migration(
         error(client.delete("/api/v1/recognition/faces?subject=x", headers=rec), 405, 32)
     finally:
         state.migration.running = False
-    r = client.post("/api/v1/migrate")
+    r = client.post("/api/v1/migrate", headers=ADMIN)
     assert r.status_code == 200 and r.text == "Migration started"
     state.migration.join(timeout=60)
     assert state.migration.migrated == 1 and state.migration.failed == 0
@@ -486,6 +505,9 @@ class GatedEngine:
         self.pack = engine.pack
         self.entered = threading.Event()
         self.gate = threading.Event()
+
+    def __getattr__(self, name: str) -> object:  # everything else (decode_size, ...) is the engine's
+        return getattr(self._engine, name)
 
     def analyze(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         self.entered.set()

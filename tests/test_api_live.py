@@ -61,12 +61,22 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    live = LiveServer(tmp_path_factory.mktemp("live"))
+@pytest.fixture(scope="module", params=["exact", "hnsw", "pgvector"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The official SDK and the restart test run once per face-index backend."""
+    database = None
+    if request.param == "pgvector":
+        database = fresh_postgres_url("live", "FACEATLAS_TEST_PGVECTOR")
+        if database is None:
+            pytest.skip("FACEATLAS_TEST_PGVECTOR is not set (CI sets it)")
+    live = LiveServer(tmp_path_factory.mktemp("live"), database=database, extra=("--index", request.param))
     live.keys = {t: live.create_service(t, t) for t in ("recognition", "detection", "verification")}  # type: ignore[attr-defined]
-    with live:
-        yield live
+    try:
+        with live:
+            yield live
+    finally:
+        if database is not None:
+            drop_postgres_database(database, "FACEATLAS_TEST_PGVECTOR")
 
 
 def test_official_sdk_drives_the_server(server: LiveServer, shared: Path) -> None:

@@ -12,8 +12,7 @@ from click.testing import CliRunner
 
 from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import ApiError
-from faceatlas.api.images import decode_base64
-from faceatlas.api.params import parse_bool, parse_face_query, parse_int, parse_plugins
+from faceatlas.api.requests import decode_base64, parse_bool, parse_face_query, parse_int, parse_plugins
 from faceatlas.api.settings import Settings
 from faceatlas.api.state import is_uuid
 from faceatlas.cli.services import services
@@ -105,7 +104,9 @@ def test_services_cli(tmp_path: Path) -> None:
     key = created.output.strip().splitlines()[-1]
     assert is_uuid(key)
     listed = json.loads(runner.invoke(services, ["list", "--json", *db]).output)
-    assert [(s["name"], s["type"], s["api_key"]) for s in listed] == [("home", "recognition", key)]
+    # the key is shown once, at creation: the database keeps only its hash, a listing only its end
+    assert [(s["name"], s["type"], s["key_hint"]) for s in listed] == [("home", "recognition", key[-4:])]
+    assert "api_key" not in listed[0]
     duplicate = runner.invoke(services, ["create", "--name", "home", *db])
     assert duplicate.exit_code != 0 and "already exists" in duplicate.output
     rotated = runner.invoke(services, ["rotate-key", "home", *db]).output.strip()

@@ -101,7 +101,7 @@ def test_sface_matches_opencv_on_the_original_file(engine: Engine, shared: Path)
             landmarks = row[4:14].reshape(1, 5, 2)
             crops = align_faces(np.ascontiguousarray(bgr[:, :, ::-1]), landmarks, ARCFACE_TEMPLATE, 112)
             ours = engine.recognizer.embed(crops)[0]
-            assert float(ours @ reference) > 0.99
+            assert float(ours @ reference) >= 0.9999
 
 
 def test_batch_equals_single(engine: Engine, shared: Path) -> None:

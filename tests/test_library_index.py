@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from faceatlas.cli.main import cli
-from faceatlas.library.pipeline import IndexOptions, index_library
+from faceatlas.library.pipeline import IndexOptions, index_library, placement, split_for
 from faceatlas.library.store import open_library
 from faceatlas.library.thumbnails import face_thumbnail
 
@@ -295,13 +295,13 @@ def embeddings_by_photo(db, root: Path) -> dict[str, list[tuple[np.ndarray, str]
     }
 
 
-def test_detect_in_workers_gives_the_same_faces(engine, photo_tree, tmp_path):
+@pytest.mark.parametrize("embed_in_workers", [False, True], ids=["embed-in-main", "embed-in-workers"])
+def test_detect_in_workers_gives_the_same_faces(engine, photo_tree, tmp_path, embed_in_workers):
     in_main = open_library(tmp_path / "main")
     in_workers = open_library(tmp_path / "workers")
     index_library(in_main, engine, [photo_tree], options=IndexOptions(workers=1, detect_in_workers=False))
-    report = index_library(
-        in_workers, engine, [photo_tree], options=IndexOptions(workers=2, detect_in_workers=True)
-    )
+    options = IndexOptions(workers=2, detect_in_workers=True, embed_in_workers=embed_in_workers)
+    report = index_library(in_workers, engine, [photo_tree], options=options)
     assert report.faces == sum(EXPECTED.values()) and len(report.errors) == len(BAD)
     assert report.stage_seconds["detect"] > 0 and report.stage_seconds["embed"] > 0
     a, b = rel_faces(in_main, photo_tree), rel_faces(in_workers, photo_tree)
@@ -314,3 +314,15 @@ def test_detect_in_workers_gives_the_same_faces(engine, photo_tree, tmp_path):
         for (vector, pack), (other, other_pack) in zip(faces, eb[path], strict=True):
             assert pack == other_pack == engine.pack.id
             assert float(vector @ other) > 0.99, path
+    sizes = "SELECT width, height FROM library_photos ORDER BY width, height"
+    with in_main.engine.connect() as a_conn, in_workers.engine.connect() as b_conn:
+        assert a_conn.exec_driver_sql(sizes).all() == b_conn.exec_driver_sql(sizes).all()
+
+
+def test_default_placement_runs_whole_photos_in_one_worker_per_core() -> None:
+    assert placement(IndexOptions(), accelerated=False) == (True, True)
+    assert placement(IndexOptions(), accelerated=True) == (False, False)
+    assert placement(IndexOptions(detect_in_workers=True, embed_in_workers=False)) == (True, False)
+    assert split_for(IndexOptions(), cores=2) == (2, 1)
+    assert split_for(IndexOptions(), accelerated=True, cores=8) == (7, 1)
+    assert split_for(IndexOptions(workers=3), cores=2) == (3, 1)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect
+from alembic import command
+from sqlalchemy import inspect, text
 
 from faceatlas.api.collections import Collection, Collections
-from faceatlas.storage.db import Database, sqlite_url
-from faceatlas.storage.services import (
+from faceatlas.errors import (
     ServiceExistsError,
     ServiceNotFoundError,
-    ServiceStore,
     SubjectExistsError,
     SubjectNotFoundError,
 )
+from faceatlas.storage.db import Database, sqlite_url
+from faceatlas.storage.services import ServiceStore
 from tests.api_helpers import drop_postgres_database, fresh_postgres_url
 
 DIM = 8
@@ -173,3 +177,42 @@ def test_search_ranks_like_brute_force_and_per_subject(store: ServiceStore) -> N
     cosines = [m.cosine for m in per_subject]
     assert cosines == sorted(cosines, reverse=True)
     assert per_subject[0].cosine == pytest.approx(results[0][0].cosine)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_keys_stored_in_clear_keep_working_after_the_hash_migration(backend: str, tmp_path: Path) -> None:
+    """A database of service_0001 holds keys in clear; service_0002 hashes them in place and keeps
+    every service's subjects and faces (no table rebuild that would cascade)."""
+    url = sqlite_url(tmp_path / "old.db") if backend == "sqlite" else fresh_postgres_url("keys")
+    if url is None:
+        pytest.skip("FACEATLAS_TEST_POSTGRES is not set (CI sets it)")
+    db = Database(url)
+    try:
+        command.upgrade(db.alembic_config(), "service_0001")
+        key = str(uuid.uuid4())
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO face_service (name, type, api_key, pack, created) "
+                    "VALUES ('old', 'recognition', :key, 'sface', :now)"
+                ),
+                {"key": key, "now": datetime.now(UTC)},
+            )
+            service_id = conn.execute(text("SELECT id FROM face_service")).scalar_one()
+            conn.execute(text("INSERT INTO service_version VALUES (:id, 0)"), {"id": service_id})
+            conn.execute(
+                text("INSERT INTO service_subject (service_id, name, name_key) VALUES (:id, 'Ann', 'ann')"),
+                {"id": service_id},
+            )
+        store = ServiceStore(db)
+        db.migrate()
+        assert store.service_by_key(key).name == "old"  # type: ignore[union-attr]
+        assert store.list_subjects(service_id) == ["Ann"]
+        with db.engine.connect() as conn:
+            stored = conn.execute(text("SELECT key_hash, key_hint FROM face_service")).one()
+        assert tuple(stored) == (hashlib.sha256(key.encode()).hexdigest(), key[-4:])
+        assert store.get_service("old").api_key is None  # never shown again
+    finally:
+        db.dispose()
+        if backend == "postgresql":
+            drop_postgres_database(url)

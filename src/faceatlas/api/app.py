@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
-from faceatlas.api import admin
-from faceatlas.api.collections import Collections
+from faceatlas.api.collections import Collections, IndexOptions
 from faceatlas.api.errors import install_handlers
+from faceatlas.api.middleware import ApiOnlyCors, BodyLimit, CatchUnexpected, ConcurrencyLimit
 from faceatlas.api.migration import Migration
-from faceatlas.api.routes import detection, misc, recognition, verification
+from faceatlas.api.routes import admin, detection, misc, recognition, verification
 from faceatlas.api.settings import Settings
-from faceatlas.api.state import ServerState
+from faceatlas.api.state import DecodeGate, ServerState
+from faceatlas.images import DecodeBudget
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceStore
 
@@ -34,7 +34,12 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's per-thread heaps: every worker thread that runs inference would otherwise keep its
     own arena of freed buffers, which shows as tens of MB of extra resident memory."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # -8: M_ARENA_MAX
+        # -3: M_MMAP_THRESHOLD. A fixed threshold keeps every large buffer (decoded pixels, Pillow's
+        # 16 MB blocks) in its own mapping that free() returns to the system; glibc's default raises
+        # the threshold to 32 MB after the first such free, and big decodes then stay resident
+        libc.mallopt(-3, 1024 * 1024)
 
 
 def limit_blas_threads() -> None:
@@ -47,9 +52,18 @@ def limit_blas_threads() -> None:
 
 def load_engine(settings: Settings) -> Engine:
     from faceatlas.engine import Engine
+    from faceatlas.models.runtime import ADAPTIVE_THREADS
 
     providers = tuple(p.strip() for p in settings.providers.split(",") if p.strip()) or ("cpu",)
-    return Engine(settings.pack, providers=providers, threads=settings.engine_threads or None)
+    return Engine(settings.pack, providers=providers, threads=settings.engine_threads or ADAPTIVE_THREADS)
+
+
+def index_options(settings: Settings) -> IndexOptions:
+    from faceatlas.index.service import snapshot_root
+
+    return IndexOptions(
+        backend=settings.index, snapshot_dir=snapshot_root(settings.data_dir, settings.database_url)
+    )
 
 
 def build_state(settings: Settings, engine: Engine | None = None, db: Database | None = None) -> ServerState:
@@ -61,8 +75,11 @@ def build_state(settings: Settings, engine: Engine | None = None, db: Database |
         engine=engine,
         db=db,
         store=store,
-        collections=Collections(store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval),
+        collections=Collections(
+            store, engine.pack.id, engine.pack.embedding_size, settings.sync_interval, index_options(settings)
+        ),
         limiter=anyio.CapacityLimiter(settings.inference_limit),
+        decode_gate=DecodeGate(DecodeBudget(settings.decode_memory)),
     )
     state.migration = Migration(state)
     state.admin_token = settings.resolve_admin_token()[0]
@@ -89,8 +106,11 @@ def create_app(
         try:
             yield
         finally:
+            # snapshot the big in-memory indexes, so the next start replays only newer changes
+            state.collections.persist()
             if state.migration.running:
                 state.migration.join(timeout=5)
+            state.decode_gate.close()
             if db is None:
                 state.db.dispose()
 
@@ -101,12 +121,17 @@ def create_app(
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
-    app.add_middleware(
-        CORSMiddleware, allow_origins=["*"], allow_methods=["*"], allow_headers=["*"], expose_headers=["*"]
-    )
+    # add_middleware wraps: the last one added is the outermost (see faceatlas.api.middleware)
+    app.add_middleware(CatchUnexpected)
+    app.add_middleware(BodyLimit, limit=settings.max_body_size)
+    app.add_middleware(ConcurrencyLimit, limit=settings.limit_concurrency)
+    app.add_middleware(ApiOnlyCors)
     install_handlers(app)
     for router in (recognition.router, detection.router, verification.router, misc.router, admin.router):
         app.include_router(router)
+    from faceatlas.web import mount as mount_web  # the owner's web app and library API (faceatlas.web)
+
+    mount_web(app, settings)
     return app
 
 

@@ -78,7 +78,11 @@ def image_not_found(image_id: str) -> ApiError:
 
 
 def error_response(status: int, code: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message, "code": code}, status_code=status)
+    response = JSONResponse({"message": message, "code": code}, status_code=status)
+    if status == 413:
+        # the rest of the body is not wanted: closing stops the client sending it
+        response.headers["Connection"] = "close"
+    return response
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -91,12 +95,6 @@ def install_handlers(app: FastAPI) -> None:
         # Spring answers an unknown path or a wrong method with 404 and code 0
         status = 404 if exc.status_code == 405 else exc.status_code
         return error_response(status, 0, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        # CompreFace answers anything unforeseen with 400 code 0; the traceback goes to the log
-        log.error("unexpected error", exc_info=exc)
-        return error_response(400, 0, "Something went wrong, please try again")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from faceatlas.storage.db import default_data_dir, sqlite_url
+from faceatlas.storage.db import default_data_dir, make_private_dir, sqlite_url
 
 MB = 1024 * 1024
 ENV_PREFIX = "FACEATLAS_"
@@ -33,12 +33,21 @@ class Settings:
     keep_images: bool = True
     max_file_size: int = 5 * MB  # CompreFace: max_file_size=5MB
     max_body_size: int = 10 * MB  # CompreFace: max_request_size=10M
+    # bytes of decoding working memory shared by all requests of a process (faceatlas.images
+    # DecodeBudget): one image may use three quarters, the last quarter stays for small images
+    decode_memory: int = 512 * MB
     inference_threads: int = 0  # concurrent engine calls; 0: number of CPU cores
-    # ONNX Runtime threads per engine call (0: the engine's default). One: requests already run in
-    # parallel (inference_threads), and multi-threaded calls spin on a busy CPU (measured 3x slower)
-    engine_threads: int = 1
-    limit_concurrency: int = 256  # open requests before uvicorn answers 503
+    # ONNX Runtime threads per engine call; 0: adapt to load (every core for a lone request, one per
+    # request under concurrency: faceatlas.models.runtime.ADAPTIVE_THREADS)
+    engine_threads: int = 0
+    limit_concurrency: int = 256  # requests inside the app at once before a 503 (idle sockets do not count)
+    # connection hygiene (faceatlas.api.server): seconds for a request's headers, for its whole body,
+    # and for the idle wait between keep-alive requests
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: float = 5.0
     sync_interval: float = 0.2  # seconds between version polls of the shared database
+    index: str = "auto"  # face index backend: exact | hnsw | pgvector | auto (faceatlas.index)
     admin_token: str | None = None
 
     @property
@@ -56,9 +65,11 @@ class Settings:
         path = Path(self.data_dir) / "admin-token"
         if path.is_file():
             token = path.read_text().strip()
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)  # a token file others can read is no secret
             if token:
                 return token, path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         token = secrets.token_urlsafe(32)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

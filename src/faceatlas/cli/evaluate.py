@@ -13,10 +13,10 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.cli.common import load_engine
 
 if TYPE_CHECKING:
-    from faceatlas.engine import Engine
+    pass
 
 ROOT = click.Path(exists=True, file_okay=False, path_type=Path)
 console = Console(stderr=True)
@@ -38,17 +38,6 @@ def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
             return lambda n: progress.advance(task, n)
 
         yield track
-
-
-def _engine(
-    pack: str, *, detector: str | None = None, det_size: int = 640, threads: int | None = None
-) -> Engine:
-    from faceatlas.engine import Engine
-
-    try:
-        return Engine(pack, detector=detector, det_size=det_size, threads=threads, attributes=False)
-    except (FaceAtlasError, KeyError, ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(f"cannot load pack {pack!r}: {exc}") from exc
 
 
 def _command(ctx: click.Context, skip: tuple[str, ...] = ("out",)) -> str:
@@ -77,13 +66,8 @@ def _finish(report: dict[str, Any], out: Path | None, stem: str) -> None:
 
 
 def _run(function: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    from faceatlas.evaluation.errors import DatasetError
-
-    try:
-        with _progress() as track:
-            return function(*args, track=track, **kwargs)
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from exc
+    with _progress() as track:
+        return function(*args, track=track, **kwargs)
 
 
 @click.group("eval")
@@ -154,7 +138,7 @@ def lfw(
     from faceatlas.evaluation.runs import run_lfw
 
     command = _command(ctx, skip=("out", "calibration_dir", "cache_dir"))
-    engine = _engine(pack, threads=threads)
+    engine = load_engine(pack, threads=threads, attributes=False)
     report = _run(
         run_lfw,
         engine,
@@ -229,7 +213,7 @@ def wider(
     """WIDER FACE detection AP (easy / medium / hard) with the official evaluation."""
     from faceatlas.evaluation.runs import run_wider
 
-    engine = _engine(pack, detector=detector, det_size=det_size, threads=threads)
+    engine = load_engine(pack, detector=detector, det_size=det_size, threads=threads, attributes=False)
     report = _run(run_wider, engine, root, det_threshold=det_threshold, limit=limit)
     report["det_size"] = det_size
     report["command"] = _command(ctx)
@@ -296,7 +280,7 @@ def cluster(
     """
     from faceatlas.evaluation.runs import run_cluster, run_cluster_distractors
 
-    engine = _engine(pack, threads=threads)
+    engine = load_engine(pack, threads=threads, attributes=False)
     if distractors:
         report = _run(
             run_cluster_distractors,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.cli.common import load_engine
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -41,16 +41,6 @@ def _open(library: str | None, *, create: bool = False):  # type: ignore[no-unty
     return open_library(library)
 
 
-def _engine(pack: str, threads: int | None = None, attributes: bool = True):  # type: ignore[no-untyped-def]
-    from faceatlas.engine import Engine
-
-    return Engine(pack, threads=threads, attributes=attributes)
-
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from exc
-
-
 def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
     table = Table(title=title)
     table.add_column("stage")
@@ -78,9 +68,14 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 @click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @library_option
 @pack_option
-@click.option("--workers", type=int, default=0, help="Decode processes (default: a third of the CPU cores).")
+@click.option("--workers", type=int, default=0, help="Worker processes (default: one per CPU core).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Photos per engine batch.")
-@click.option("--threads", type=int, default=None, help="Engine threads (default: the cores not decoding).")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="Main-process engine threads (default: the cores not in workers).",
+)
 @click.option(
     "--attributes/--no-attributes", default=True, show_default=True, help="Estimate age, gender and pose."
 )
@@ -95,9 +90,13 @@ def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
 )
 @click.option(
     "--detect-in-workers/--detect-in-main",
-    default=True,
-    show_default=True,
-    help="Detect in the decode processes (the main process only embeds), or detect in the main process.",
+    default=None,
+    help="Detect in the worker processes (default on CPU), or in the main process (default on accelerators).",
+)
+@click.option(
+    "--embed-in-workers/--embed-in-main",
+    default=None,
+    help="With detection in the workers, embed there too (default on CPU) or in the main process.",
 )
 @click.option(
     "--prune", is_flag=True, help="Forget photos that no longer exist (their faces leave their people)."
@@ -112,7 +111,8 @@ def index(
     threads: int | None,
     attributes: bool,
     ray_address: str | None,
-    detect_in_workers: bool,
+    detect_in_workers: bool | None,
+    embed_in_workers: bool | None,
     prune: bool,
     as_json: bool,
 ) -> None:
@@ -121,16 +121,18 @@ def index(
     Moved or renamed photos are recognised by their content (faces and people kept); photos that
     disappeared are listed, and forgotten with --prune.
     """
-    from faceatlas.library.pipeline import IndexOptions, default_split, index_library
+    from faceatlas.library.pipeline import IndexOptions, index_library, split_for
 
     db = _open(library, create=True)
-    split_workers, split_threads = default_split(detect_in_workers=detect_in_workers)
-    workers = workers or split_workers
-    engine = _engine(pack, threads or split_threads, attributes)
     plugins = ("age", "gender", "pose") if attributes else ()
     options = IndexOptions(
-        workers=workers, batch_size=batch_size, plugins=plugins, detect_in_workers=detect_in_workers
+        workers=workers,
+        batch_size=batch_size,
+        plugins=plugins,
+        detect_in_workers=detect_in_workers,
+        embed_in_workers=embed_in_workers,
     )
+    engine = load_engine(pack, threads=threads or split_for(options)[1], attributes=attributes)
     progress = Progress(
         TextColumn("indexing"),
         BarColumn(),
@@ -164,8 +166,6 @@ def index(
                 )
             else:
                 report = index_library(db, engine, folders, options=options, progress=on_progress)
-    except FaceAtlasError as exc:
-        _fail(exc)
     except KeyboardInterrupt:
         command = " ".join(["faceatlas", "index", *(str(f) for f in folders)])
         if library:
@@ -347,46 +347,40 @@ def person(
     from faceatlas.library import people as ops
 
     db = _open(library)
-    try:
-        if action == "rename":
-            _need(values, 1, "rename NEW_NAME")
-            p = ops.rename_person(db, who, values[0])
-            click.echo(f"person {p.id} is now {p.name!r}")
-        elif action == "merge":
-            _need(values, 1, "merge OTHER")
-            merged = ops.merge_people(db, who, values[0])
-            click.echo(f"merged {values[0]} into person {merged.person_id}: {merged.moved} faces moved")
-            for blocked in merged.blocked:
-                click.echo(f"face {blocked.face_id} was not moved and is now unassigned: {blocked.reason}")
-        elif action == "remove-face":
-            _need(values, 1, "remove-face FACE_ID")
-            ops.remove_face(db, who, _int(values[0]))
-            click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
-        elif action == "split":
-            if not values:
-                raise click.UsageError("split FACE_ID...")
-            p = ops.split_faces(db, who, [_int(v) for v in values])
-            click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
-        elif action == "faces":
-            from faceatlas.library.thumbnails import face_thumbnail
+    if action == "rename":
+        _need(values, 1, "rename NEW_NAME")
+        p = ops.rename_person(db, who, values[0])
+        click.echo(f"person {p.id} is now {p.name!r}")
+    elif action == "merge":
+        _need(values, 1, "merge OTHER")
+        merged = ops.merge_people(db, who, values[0])
+        click.echo(f"merged {values[0]} into person {merged.person_id}: {merged.moved} faces moved")
+        for blocked in merged.blocked:
+            click.echo(f"face {blocked.face_id} was not moved and is now unassigned: {blocked.reason}")
+    elif action == "remove-face":
+        _need(values, 1, "remove-face FACE_ID")
+        ops.remove_face(db, who, _int(values[0]))
+        click.echo(f"face {values[0]} removed from {who}; it will not be given back to this person")
+    elif action == "split":
+        if not values:
+            raise click.UsageError("split FACE_ID...")
+        p = ops.split_faces(db, who, [_int(v) for v in values])
+        click.echo(f"faces {', '.join(values)} moved to new person {p.id}")
+    elif action == "faces":
+        from faceatlas.library.thumbnails import face_thumbnail
 
-            folder = thumbnails or _thumbnail_dir(db.url)
-            for face_id, path in ops.person_faces(db, who):
-                click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
-        else:
-            for path in ops.person_photos(db, who):
-                click.echo(path)
-    except FaceAtlasError as exc:
-        _fail(exc)
+        folder = thumbnails or _thumbnail_dir(db.url)
+        for face_id, path in ops.person_faces(db, who):
+            click.echo(f"{face_id}\t{path}\t{face_thumbnail(db, face_id, folder)}")
+    else:
+        for path in ops.person_photos(db, who):
+            click.echo(path)
 
 
 def _thumbnail_dir(url: str) -> Path:
-    """One cache folder per library, so face ids of different libraries never collide."""
-    import hashlib
+    from faceatlas.library.thumbnails import library_cache_dir
 
-    from faceatlas.models.store import cache_dir
-
-    return cache_dir() / "thumbnails" / hashlib.sha256(url.encode()).hexdigest()[:16]
+    return library_cache_dir(url, "thumbnails")
 
 
 def _need(values: tuple[str, ...], n: int, usage: str) -> None:
@@ -406,16 +400,21 @@ def _int(text: str) -> int:
 @library_option
 @pack_option
 @click.option("--top", type=int, default=20, show_default=True)
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Face index (kept beside the library, reopened by the next search).",
+)
 @click.option("--json", "as_json", is_flag=True)
-def search(face_image: Path, library: str | None, pack: str, top: int, as_json: bool) -> None:
+def search(face_image: Path, library: str | None, pack: str, top: int, index: str, as_json: bool) -> None:
     """Photos that contain the person in FACE_IMAGE, best first."""
     from faceatlas.library.search import search_by_image
 
     db = _open(library)
-    try:
-        hits = search_by_image(db, _engine(pack, attributes=False), face_image, top=top)
-    except FaceAtlasError as exc:
-        _fail(exc)
+    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top, index=index)
     if as_json:
         click.echo(
             json.dumps(

@@ -7,8 +7,13 @@ without loading ONNX Runtime, OpenCV or the web stack.
 from __future__ import annotations
 
 import importlib
+import os
+from typing import Any
 
 import click
+
+from faceatlas.cli.common import CommandError
+from faceatlas.errors import FaceAtlasError
 
 # command name -> "module:attribute" holding a click.Command
 COMMANDS: dict[str, str] = {
@@ -24,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "search": "faceatlas.cli.library:search",
     "export": "faceatlas.cli.library:export",
     "eval": "faceatlas.cli.evaluate:eval_group",
+    "web": "faceatlas.cli.web:web",
 }
 
 
@@ -36,13 +42,23 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attribute = target.split(":")
-        return getattr(importlib.import_module(module_name), attribute)
+        command: click.Command = getattr(importlib.import_module(module_name), attribute)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """The one place where a refusal of the core (any FaceAtlasError) becomes a clean message."""
+        try:
+            return super().invoke(ctx)
+        except FaceAtlasError as error:
+            raise CommandError(str(error)) from error
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="faceatlas")
 def cli() -> None:
     """faceatlas: face recognition service and photo-library face pipeline."""
+    # everything faceatlas writes (databases, kept images, thumbnails, caches) shows faces: private
+    os.umask(0o077)
 
 
 def main() -> None:

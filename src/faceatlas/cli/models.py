@@ -8,7 +8,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from faceatlas.errors import FaceAtlasError
 from faceatlas.models.packs import PACKS, get_pack
 from faceatlas.models.store import is_installed, model_dir, pull, verify_pack
 
@@ -54,24 +53,21 @@ def pull_pack(name: str, root: Path | None, url: str | None, sha256: str | None,
     """Download pack NAME, check its size and sha256, and install it atomically."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-    try:
-        spec = get_pack(name)
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task(f"pulling {name}", total=None)
+    spec = get_pack(name)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(f"pulling {name}", total=None)
 
-            def report(done: int, total: int | None) -> None:
-                progress.update(task, completed=done, total=total)
+        def report(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
 
-            path = pull(spec, model_dir(root), url=url, sha256=sha256, force=force, progress=report)
-    except (FaceAtlasError, KeyError) as error:
-        raise click.ClickException(str(error).strip("'\"")) from error
+        path = pull(spec, model_dir(root), url=url, sha256=sha256, force=force, progress=report)
     console.print(f"installed {name} in {path}")
 
 
@@ -84,10 +80,7 @@ def verify(names: tuple[str, ...], root: Path | None) -> None:
     bad = False
     table = Table("pack", "file", "status")
     for name in names or tuple(PACKS):
-        try:
-            spec = get_pack(name)
-        except KeyError as error:
-            raise click.ClickException(str(error).strip("'\"")) from error
+        spec = get_pack(name)
         if not names and spec.origin == "download" and not is_installed(spec, base):
             continue
         for check in verify_pack(spec, base):

@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from faceatlas.errors import FaceAtlasError
 from faceatlas.face import DetectedFace
 
 
-def draw_faces(rgb, faces: list[DetectedFace], scale: float):  # type: ignore[no-untyped-def]
+def draw_faces(rgb: np.ndarray, faces: list[DetectedFace], scale: float) -> np.ndarray:
     """A BGR copy of ``rgb`` with boxes, landmarks and labels drawn (faces in original pixels)."""
     import cv2
-    import numpy as np
 
     canvas = np.ascontiguousarray(rgb[:, :, ::-1])
     thickness = max(1, round(max(canvas.shape[:2]) / 500))
@@ -74,13 +74,11 @@ def scan(
     from faceatlas.engine import Engine
     from faceatlas.images import decode_image
 
-    try:
-        engine = Engine(pack, providers=providers)
-    except FaceAtlasError as error:
-        raise click.ClickException(str(error)) from error
+    engine = Engine(pack, providers=providers)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict[str, object] = {"pack": engine.pack.id, "images": []}
+    entries: list[dict[str, object]] = []
+    report: dict[str, object] = {"pack": engine.pack.id, "images": entries}
     failures = 0
     for path in images:
         entry: dict[str, object] = {"path": str(path)}
@@ -92,7 +90,7 @@ def scan(
         except (FaceAtlasError, OSError) as error:
             failures += 1
             entry["error"] = f"{type(error).__name__}: {error}"
-            report["images"].append(entry)  # type: ignore[attr-defined]
+            entries.append(entry)
             continue
         entry["width"], entry["height"] = decoded.original_size
         entry["faces"] = [face.to_dict(include_embedding=embeddings) for face in faces]
@@ -102,7 +100,7 @@ def scan(
             target = out_dir / f"{path.stem}.faces.jpg"
             cv2.imwrite(str(target), draw_faces(decoded.rgb, faces, decoded.scale))
             entry["annotated"] = str(target)
-        report["images"].append(entry)  # type: ignore[attr-defined]
+        entries.append(entry)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     if failures == len(images):

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from faceatlas.api.settings import MB, Settings
+from faceatlas.web.context import WebConfig
 
 
 @click.command()
@@ -31,7 +32,35 @@ from faceatlas.api.settings import MB, Settings
     "--engine-threads",
     type=int,
     default=None,
-    help="ONNX Runtime threads per engine call (default 1; 0: cores).",
+    help="ONNX Runtime threads per engine call (default 0: all cores for a lone request, 1 under load).",
+)
+@click.option(
+    "--header-timeout", type=float, default=None, help="Seconds for a request's headers (default 10)."
+)
+@click.option("--body-timeout", type=float, default=None, help="Seconds for a request's body (default 60).")
+@click.option(
+    "--keep-alive-timeout", type=float, default=None, help="Idle seconds between requests (default 5)."
+)
+@click.option(
+    "--library",
+    "libraries",
+    multiple=True,
+    metavar="PATH|URL",
+    help="A photo library the web app shows, besides the one in the data folder (repeatable).",
+)
+@click.option(
+    "--photos-root",
+    "photos_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder whose photos the web app may index (repeatable); nothing outside is allowed.",
+)
+@click.option(
+    "--index",
+    "index",
+    type=click.Choice(["exact", "hnsw", "pgvector", "auto"]),
+    default=None,
+    help="Face index: exact product, HNSW graph, pgvector in PostgreSQL, or auto (HNSW from 200 000 faces).",
 )
 @click.option("--log-level", default="info", show_default=True)
 def serve(
@@ -45,12 +74,18 @@ def serve(
     max_file_size: float | None,
     inference_threads: int | None,
     engine_threads: int | None,
+    header_timeout: float | None,
+    body_timeout: float | None,
+    keep_alive_timeout: float | None,
+    libraries: tuple[str, ...],
+    photos_roots: tuple[Path, ...],
+    index: str | None,
     log_level: str,
 ) -> None:
     """Run the REST server (CompreFace API under /api/v1, admin API under /admin, docs at /docs)."""
-    import uvicorn
-
-    from faceatlas.storage.db import Database
+    from faceatlas.models.packs import get_pack
+    from faceatlas.models.store import model_dir, require_installed
+    from faceatlas.storage.db import Database, make_private_dir
 
     settings = Settings.from_env(
         host=host,
@@ -63,13 +98,29 @@ def serve(
         max_file_size=int(max_file_size * MB) if max_file_size else None,
         inference_threads=inference_threads,
         engine_threads=engine_threads,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        index=index,
     )
+    # refuse an unknown or missing pack here, in one line, before the server starts and loads it
+    require_installed(get_pack(settings.pack), model_dir())
+    make_private_dir(Path(settings.data_dir))  # the SQLite database, kept images, the admin token
     # migrate once here, so that worker processes never race on the schema
     Database.open(settings.database_url).dispose()
+    # the web app of every worker process reads its libraries and photo roots from the environment
+    web_config = WebConfig(Path(settings.data_dir), libraries, tuple(p.resolve() for p in photos_roots))
+    os.environ.update(web_config.to_env())
     token, token_file = settings.resolve_admin_token()
     db_hint = "" if settings.database is None else " --database URL"
     click.echo(f"faceatlas: CompreFace-compatible API on http://{settings.host}:{settings.port}/api/v1")
-    click.echo(f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}")
+    click.echo(
+        f"  database: {_safe(settings.database_url)}   model pack: {settings.pack}   index: {settings.index}"
+    )
+    click.echo(
+        f"  web app: http://{settings.host}:{settings.port}/ (log in with the admin token or the password"
+    )
+    click.echo("    set with `faceatlas web set-password`)")
     click.echo(f"  API docs: http://{settings.host}:{settings.port}/docs")
     click.echo(
         f"  get an API key: faceatlas services create --name NAME --type recognition"
@@ -80,28 +131,9 @@ def serve(
     else:
         click.echo("  admin token for /admin/...: FACEATLAS_ADMIN_TOKEN")
     del token
-    if settings.workers > 1:
-        # worker processes rebuild the settings from the environment
-        os.environ.update(settings.to_env())
-        uvicorn.run(
-            "faceatlas.api.app:create_app_from_env",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=log_level,
-            limit_concurrency=settings.limit_concurrency,
-        )
-    else:
-        from faceatlas.api.app import create_app
+    from faceatlas.api.server import run_server
 
-        uvicorn.run(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            log_level=log_level,
-            limit_concurrency=settings.limit_concurrency,
-        )
+    run_server(settings, log_level=log_level)
 
 
 def _safe(url: str) -> str:

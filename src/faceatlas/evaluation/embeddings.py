@@ -179,8 +179,10 @@ def embed_images(
                 continue
             engine.embed_faces(image, [faces[chosen]])
             (quality,) = face_qualities(image, [faces[chosen]])
+            vector = faces[chosen].embedding
+            assert vector is not None  # embed_faces just set it
             entries[names[i]] = (
-                faces[chosen].embedding.astype(np.float32),
+                vector.astype(np.float32),
                 True,
                 len(faces),
                 stamps[i],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import DatasetError
 
-
-class DatasetError(FaceAtlasError, ValueError):
-    """An evaluation data set is missing, incomplete or malformed."""
+__all__ = ["DatasetError"]

@@ -8,25 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import DecisionError, FaceNotFoundError, PersonNotFoundError
 from faceatlas.library.tables import SOURCE_USER, Decision, Face, Person, Photo
 from faceatlas.storage import Database
-
-
-class PersonNotFoundError(FaceAtlasError, LookupError):
-    """No person with that name or id."""
-
-
-class FaceNotFoundError(FaceAtlasError, LookupError):
-    """No face with that id (or it does not belong to the given person)."""
-
-
-class DecisionError(FaceAtlasError, ValueError):
-    """A user decision that cannot be applied (e.g. merging a person into itself, a taken name)."""
-
 
 # --- user decisions -------------------------------------------------------------------------------
 
@@ -87,6 +74,20 @@ class MergeResult:
     name: str | None
     moved: int  # faces moved to the surviving person
     blocked: tuple[BlockedFace, ...]  # faces left unassigned instead (cannot-link)
+
+    @property
+    def left_behind(self) -> list[int]:
+        return [face.face_id for face in self.blocked]
+
+    @property
+    def reason(self) -> str | None:
+        """One sentence for the user when faces could not follow the merge."""
+        if not self.blocked:
+            return None
+        return (
+            f"{len(self.blocked)} face(s) stayed unassigned: their photos already show this person, "
+            "and two faces of one photo cannot be one person"
+        )
 
 
 def merge_people(db: Database, ref: str | int, other_ref: str | int) -> MergeResult:
@@ -225,3 +226,98 @@ def person_faces(db: Database, ref: str | int) -> list[tuple[int, str]]:
             .order_by(Photo.path, Face.id)
         )
         return [(int(face_id), path) for face_id, path in rows]
+
+
+# --- decisions of the web app's person and review pages ----------------------------------------
+
+
+def hide_person(db: Database, ref: str | int, hidden: bool = True) -> Person:
+    """Hide a person from the people list (or show them again); their faces stay theirs."""
+    with db.session() as session:
+        person = resolve_person(session, ref)
+        person.hidden = hidden
+        session.add(Decision(kind="hide" if hidden else "unhide", person_id=person.id))
+        return person
+
+
+def set_cover_face(db: Database, ref: str | int, face_id: int) -> Person:
+    """Show the person with this face (one of theirs) in every list."""
+    with db.session() as session:
+        person = resolve_person(session, ref)
+        face = session.get(Face, face_id)
+        if face is None or face.person_id != person.id:
+            raise FaceNotFoundError(f"face {face_id} does not belong to person {person.id}")
+        person.cover_face_id = face_id
+        session.add(Decision(kind="cover", face_id=face_id, person_id=person.id))
+        return person
+
+
+def assign_face(
+    db: Database, face_id: int, ref: str | int | None = None, *, name: str | None = None
+) -> Person:
+    """The user says whose face this is: person ``ref``, or a new person (named ``name`` if given).
+
+    Recorded as an ``assign`` decision (clustering never moves the face again); the person it leaves,
+    if any, gets a ``reject`` so it is not given back. Refused when the photo already has a face of
+    that person (two faces of one photo are never one person).
+    """
+    with db.session() as session:
+        face = session.get(Face, face_id)
+        if face is None:
+            raise FaceNotFoundError(f"no face {face_id}")
+        if ref is None:
+            if name is not None:
+                name = name.strip()
+                if not name or name.isdigit():
+                    raise DecisionError("a person's name must be non-empty and not a number")
+                if session.scalar(select(Person.id).where(Person.name == name)) is not None:
+                    raise DecisionError(f"the name {name!r} is taken; assign the face to that person")
+            person = Person(name=name)
+            session.add(person)
+            session.flush()
+        else:
+            person = resolve_person(session, ref)
+            clash = session.scalar(
+                select(Face.id).where(
+                    Face.photo_id == face.photo_id, Face.person_id == person.id, Face.id != face.id
+                )
+            )
+            if clash is not None:
+                raise DecisionError(
+                    f"face {clash} of the same photo is already person {person.id}; "
+                    "two faces of one photo cannot be one person"
+                )
+        previous = face.person_id
+        if previous is not None and previous != person.id:
+            _add_decision_once(session, "reject", face.id, previous)
+        face.person_id = person.id
+        face.source = SOURCE_USER
+        session.execute(
+            delete(Decision).where(
+                Decision.kind == "reject", Decision.face_id == face.id, Decision.person_id == person.id
+            )
+        )
+        _add_decision_once(session, "assign", face.id, person.id)
+        return person
+
+
+def ignore_face(db: Database, face_id: int) -> None:
+    """Leave a face out of the review queue (a stranger, a poster); it stays unassigned."""
+    with db.session() as session:
+        if session.get(Face, face_id) is None:
+            raise FaceNotFoundError(f"no face {face_id}")
+        exists = session.scalar(
+            select(Decision.id).where(Decision.kind == "ignore", Decision.face_id == face_id)
+        )
+        if exists is None:
+            session.add(Decision(kind="ignore", face_id=face_id))
+
+
+def _add_decision_once(session: Session, kind: str, face_id: int, person_id: int) -> None:
+    exists = session.scalar(
+        select(Decision.id).where(
+            Decision.kind == kind, Decision.face_id == face_id, Decision.person_id == person_id
+        )
+    )
+    if exists is None:
+        session.add(Decision(kind=kind, face_id=face_id, person_id=person_id))

@@ -1,10 +1,18 @@
-"""The streaming indexer: scan → decode (worker processes) → batched analysis (engine) → one writer.
+"""The streaming indexer: scan → decode, detect, embed (worker processes) → one writer.
 
-Decoding (file read, content hash, DCT-scaled JPEG decode, EXIF orientation) is the CPU-heavy part
-that parallelises perfectly, so it runs in a process pool; at most ``window`` decodes are in
-flight, which bounds memory. The main process groups decoded images into batches for
-``engine.analyze_batch`` and hands each analysed photo to the writer thread, which commits whole
-photos in transactions (see :mod:`faceatlas.library.writer`).
+Where the stages run is chosen per run (:func:`placement`):
+
+- CPU (the default): every worker process decodes, detects, embeds and estimates attributes with
+  its own single-threaded engine, one worker per core. A core never waits for another stage
+  whatever the photo size (a 250 px LFW photo is all embedding, a 12 MP photo mostly decoding),
+  and only the faces travel back to the main process, never the pixels. The main process writes.
+- Accelerators (CUDA, TensorRT, ...): workers only decode; the main process's engine analyses
+  batches of photos, so detection and embedding are batched across photos on the device.
+- ``detect_in_workers=True, embed_in_workers=False``: the split of earlier versions (workers decode
+  and detect, the main process embeds), kept for comparison (``benchmarks/index.py``).
+
+At most ``window`` photos are in flight, which bounds memory. The writer thread commits whole photos
+in transactions (see :mod:`faceatlas.library.writer`).
 """
 
 from __future__ import annotations
@@ -43,9 +51,10 @@ class IndexOptions:
     det_threshold: float | None = None
     min_face_size: float = 0
     #: Detect (and estimate attributes) in the decode processes, each with its own single-threaded
-    #: engine; the main process then only embeds. Balances the cores better when decoding is cheap
-    #: compared with analysis (see ``benchmarks/index.py``: 31.6 vs 23.5 photos/s on 2 cores).
-    detect_in_workers: bool = True
+    #: engine. None: yes on CPU, no when the engine runs on an accelerator (see :func:`placement`).
+    detect_in_workers: bool | None = None
+    #: With detection in the workers, embed there too (the main process only writes). None: yes on CPU.
+    embed_in_workers: bool | None = None
 
 
 @dataclass(slots=True)
@@ -105,7 +114,9 @@ class Decoded:
     error: str | None = None
     unchanged_content: bool = False
     seconds: float = 0.0
-    faces: list[Any] | None = None  # already detected (detect_in_workers), not yet embedded
+    faces: list[Any] | None = None  # already detected (detect_in_workers)
+    embedded: bool = False  # faces are complete (embed_in_workers); the pixels were not sent back
+    original_size: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -140,19 +151,29 @@ def decode_photo(entry: FileEntry, decode_size: int, known_hash: str | None) -> 
 
 _WORKER_ENGINE: Any = None
 _WORKER_KWARGS: dict[str, Any] = {}
+_WORKER_EMBEDS = False
 
 
 def decode_and_detect(entry: FileEntry, decode_size: int, known_hash: str | None) -> Decoded:
-    """:func:`decode_photo`, then detection in this worker's own engine when it has one."""
+    """:func:`decode_photo`, then detection (and embedding) in this worker's own engine when it has one."""
     decoded = decode_photo(entry, decode_size, known_hash)
     if _WORKER_ENGINE is None or decoded.image is None:
         return decoded
+    return analyze_decoded(_WORKER_ENGINE, decoded, embed=_WORKER_EMBEDS, **_WORKER_KWARGS)
+
+
+def analyze_decoded(engine: Any, decoded: Decoded, *, embed: bool, **kwargs: Any) -> Decoded:
+    """Detect (and embed) the faces of a decoded photo; with ``embed`` the pixels are then dropped."""
     timings: dict[str, float] = {}
     try:
-        decoded.faces = _WORKER_ENGINE.analyze(decoded.image, embed=False, timings=timings, **_WORKER_KWARGS)
+        decoded.faces = engine.analyze(decoded.image, embed=embed, timings=timings, **kwargs)
     except FaceAtlasError as exc:
         decoded.error, decoded.image = describe_error(exc), None
     decoded.timings = timings
+    if embed and decoded.image is not None:
+        # Done with the pixels: send back only the faces (a 1000x750 image is 2.2 MB to pickle).
+        decoded.original_size = decoded.image.original_size
+        decoded.image, decoded.embedded = None, True
     return decoded
 
 
@@ -163,6 +184,18 @@ class Analyzer:
         self.engine = engine
         self.options = options
         self.stage_seconds: dict[str, float] = dict.fromkeys(("detect", "embed", "attributes"), 0.0)
+
+    def finished(self, decoded: Decoded) -> PhotoResult:
+        """The result of a photo a worker analysed completely (``embed_in_workers``)."""
+        self._account(decoded.timings)
+        width, height = decoded.original_size or (None, None)
+        pack = self.engine.pack.id
+        faces = list(decoded.faces or [])
+        for face in faces:
+            face.pack = pack
+        return PhotoResult(
+            decoded.entry, decoded.content_hash, width, height, decoded.taken_at, faces, pack=pack
+        )
 
     def analyze(self, batch: Sequence[Decoded]) -> list[PhotoResult]:
         if batch and batch[0].faces is not None:
@@ -246,18 +279,61 @@ class Analyzer:
         self.stage_seconds["attributes"] += timings.get("attributes", 0.0)
 
 
-def default_split(cores: int | None = None, *, detect_in_workers: bool = False) -> tuple[int, int]:
-    """(decode processes, engine threads) for ``cores`` CPU cores.
+def default_split(
+    cores: int | None = None,
+    *,
+    detect_in_workers: bool = False,
+    embed_in_workers: bool = False,
+    accelerated: bool = False,
+) -> tuple[int, int]:
+    """(worker processes, main engine threads) for ``cores`` CPU cores and a stage placement.
 
-    Decoding a 12 MP JPEG at 1/4 scale costs ~20 ms and analysing it ~50 ms, so about a third of
-    the cores decode and the rest run the engine. Never more busy threads than cores: ONNX Runtime
-    threads spin while waiting, so oversubscribing halves the throughput (measured on 2 cores:
-    1 decoder + 1 engine thread 24 photos/s, 1 + 2 threads 12 photos/s, 2 + 1 15 photos/s).
+    - Everything in the workers: one single-threaded worker per core; the main engine only names
+      the pack (1 thread). Nothing to balance: each core runs whole photos, whatever their size.
+    - Accelerator in the main process: every core but one decodes to keep the device fed.
+    - Detection in the workers, embedding in the main process: half the cores each (the old split:
+      idle cores whenever the two halves cost different amounts, e.g. 0.65 CPU/wall core on LFW).
+    - Only decoding in the workers (CPU): a third of the cores decode (a 12 MP JPEG at 1/4 scale
+      costs ~20 ms, analysing it ~40 ms).
+    Never more busy threads than cores: oversubscribed ONNX Runtime threads lose throughput.
     """
     cores = cores or len(os.sched_getaffinity(0))
-    # With detection in the workers, decoding + detecting (~40 ms) and embedding (~35 ms) are even.
+    if detect_in_workers and embed_in_workers:
+        return cores, 1
+    if accelerated and not detect_in_workers:
+        return max(1, cores - 1), 1
     workers = max(1, cores // 2 if detect_in_workers else cores // 3)
     return workers, max(1, cores - workers)
+
+
+def is_accelerated(engine: Any) -> bool:
+    """Whether ``engine`` runs on an execution provider other than ONNX Runtime's CPU one."""
+    providers = getattr(engine, "providers", None) or ["CPUExecutionProvider"]
+    return providers[0] != "CPUExecutionProvider"
+
+
+def placement(
+    options: IndexOptions, engine: Any = None, *, accelerated: bool | None = None
+) -> tuple[bool, bool]:
+    """(detect in workers, embed in workers) for this run: the options, or the default for the engine.
+
+    CPU: both, so every core runs whole photos. Accelerator: neither, so the device sees batches.
+    """
+    on_cpu = not (is_accelerated(engine) if accelerated is None else accelerated)
+    detect = on_cpu if options.detect_in_workers is None else options.detect_in_workers
+    embed = detect and (on_cpu if options.embed_in_workers is None else options.embed_in_workers)
+    return detect, embed
+
+
+def split_for(
+    options: IndexOptions, *, accelerated: bool = False, cores: int | None = None
+) -> tuple[int, int]:
+    """:func:`default_split` for the placement ``options`` ask for (workers as given when set)."""
+    detect, embed = placement(options, accelerated=accelerated)
+    workers, threads = default_split(
+        cores, detect_in_workers=detect, embed_in_workers=embed, accelerated=accelerated
+    )
+    return options.workers or workers, threads
 
 
 ProgressCallback = Callable[[int, int, int], None]  # (photos done, photos to do, faces found)
@@ -297,7 +373,10 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="faceatlas-parent-watch", daemon=True).start()
 
 
-def _worker_init(engine_args: tuple[str, tuple[str, ...], dict[str, Any]] | None = None) -> None:
+WorkerEngineArgs = tuple[str, tuple[str, ...], dict[str, Any], bool]  # pack, plugins, kwargs, embed
+
+
+def _worker_init(engine_args: WorkerEngineArgs | None = None) -> None:
     exit_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the indexer's to handle, not each worker's
     # Decoders must not each spin up a full thread pool in OpenCV / BLAS: the cores are theirs already.
@@ -310,10 +389,11 @@ def _worker_init(engine_args: tuple[str, tuple[str, ...], dict[str, Any]] | None
     if engine_args is not None:
         from faceatlas.engine import Engine
 
-        global _WORKER_ENGINE, _WORKER_KWARGS
-        pack, plugins, kwargs = engine_args
+        global _WORKER_ENGINE, _WORKER_KWARGS, _WORKER_EMBEDS
+        pack, plugins, kwargs, embeds = engine_args
         _WORKER_ENGINE = Engine(pack, threads=1, attributes=bool(plugins))
         _WORKER_KWARGS = {"plugins": plugins, **kwargs}
+        _WORKER_EMBEDS = embeds
 
 
 def start_run(
@@ -359,7 +439,8 @@ def _run_local(
     report: IndexReport,
     progress: ProgressCallback | None,
 ) -> None:
-    workers = options.workers or default_split(detect_in_workers=options.detect_in_workers)[0]
+    detect_in_workers, embed_in_workers = placement(options, engine)
+    workers = split_for(options, accelerated=is_accelerated(engine))[0]
     batch_size = max(options.batch_size, 1)
     window = batch_size * 2 + workers * 2
     analyzer = Analyzer(engine, options)
@@ -390,10 +471,35 @@ def _run_local(
         # "spawn": forking a process whose ONNX Runtime / OpenCV thread pools are running can
         # deadlock the child (seen with cv2.setNumThreads after fork), so decoders start clean.
         context = multiprocessing.get_context("spawn")
-        engine_args = None
-        if options.detect_in_workers:
+        engine_args: WorkerEngineArgs | None = None
+        if detect_in_workers:
             detect_kwargs = {"det_threshold": options.det_threshold, "min_face_size": options.min_face_size}
-            engine_args = (engine.pack.id, tuple(options.plugins), detect_kwargs)
+            engine_args = (engine.pack.id, tuple(options.plugins), detect_kwargs, embed_in_workers)
+        analyze_kwargs = {
+            "plugins": tuple(options.plugins),
+            "det_threshold": options.det_threshold,
+            "min_face_size": options.min_face_size,
+        }
+
+        def handle(decoded: Decoded) -> None:
+            report.stage_seconds["decode"] += decoded.seconds
+            if decoded.error is not None or decoded.unchanged_content:
+                emit(
+                    PhotoResult(
+                        decoded.entry,
+                        decoded.content_hash,
+                        error=decoded.error,
+                        unchanged_content=decoded.unchanged_content,
+                    )
+                )
+            elif decoded.embedded:
+                emit(analyzer.finished(decoded))
+            else:
+                pending.append(decoded)
+
+        # Workers are spawned and load their engines (~1 s); until the first one answers, the main
+        # process indexes photos itself instead of waiting (only when workers run whole photos).
+        workers_up = not embed_in_workers
         with ProcessPoolExecutor(
             max_workers=workers, initializer=_worker_init, initargs=(engine_args,), mp_context=context
         ) as pool:
@@ -412,21 +518,22 @@ def _run_local(
                     )
                 if not in_flight:
                     break
-                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    decoded: Decoded = future.result()
-                    report.stage_seconds["decode"] += decoded.seconds
-                    if decoded.error is not None or decoded.unchanged_content:
-                        emit(
-                            PhotoResult(
-                                decoded.entry,
-                                decoded.content_hash,
-                                error=decoded.error,
-                                unchanged_content=decoded.unchanged_content,
-                            )
-                        )
+                if not workers_up:
+                    finished, in_flight = wait(in_flight, timeout=0, return_when=FIRST_COMPLETED)
+                    entry = None if finished else next(queue, None)
+                    if entry is None:
+                        # a worker answered, or nothing is left for the main process to take
+                        workers_up, exhausted = True, exhausted or not finished
                     else:
-                        pending.append(decoded)
+                        old = known.get(entry.path)
+                        decoded = decode_photo(entry, options.decode_size, old.content_hash if old else None)
+                        if decoded.image is not None:
+                            decoded = analyze_decoded(engine, decoded, embed=True, **analyze_kwargs)
+                        handle(decoded)
+                else:
+                    finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    handle(future.result())
                 if len(pending) >= batch_size or (exhausted and not in_flight and pending):
                     flush()
             if pending:

@@ -1,21 +1,33 @@
-"""Search by face: which photos of the library contain the person in a query image."""
+"""Search by face: which photos of the library contain the person in a query image.
+
+The library's faces of one pack are searched through a :mod:`faceatlas.index` index (groups are
+photos, so a photo counts once, by its best face). The in-memory index is saved beside the database
+and reopened by the next search (``faceatlas search`` is one process per query): a query reads no
+embedding from the database unless the library changed since the snapshot, which a fingerprint of
+the face table (count, sum and maximum of the ids, newest photo index time) tells in one query.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from faceatlas.errors import FaceAtlasError
-from faceatlas.library.clustering import load_faces
+from faceatlas.errors import NoFaceError
+from faceatlas.index import AUTO_HNSW_FROM, ExactIndex, FaceIndex, HnswIndex, IndexSettingError
+from faceatlas.index.memory import META
 from faceatlas.library.tables import Face, Person, Photo
-from faceatlas.storage import Database
+from faceatlas.storage import Database, default_data_dir
 
-
-class NoFaceError(FaceAtlasError, ValueError):
-    """The query image holds no face."""
+log = logging.getLogger("faceatlas.library")
+LOAD_CHUNK = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,44 +41,223 @@ class SearchHit:
     match: bool  # similarity >= the pack's same-person threshold
 
 
+def snapshot_folder(db: Database, pack: str, kind: str) -> Path:
+    """Beside a SQLite library; in the data folder for a server database."""
+    digest = hashlib.sha256(db.url.encode()).hexdigest()[:16]
+    if db.is_sqlite and db.url.split("///", 1)[-1] not in ("", ":memory:"):
+        base = Path(db.url.split("///", 1)[-1]).parent / "index"
+    else:
+        base = default_data_dir() / "index"
+    return base / digest / f"library-{pack}-{kind}"
+
+
+class LibraryIndex:
+    """The faces of one pack in a library, kept in step with the database by its fingerprint."""
+
+    def __init__(
+        self, db: Database, pack: str, *, backend: str = "auto", hnsw_from: int = AUTO_HNSW_FROM
+    ) -> None:
+        if backend not in ("exact", "hnsw", "pgvector", "auto"):
+            raise IndexSettingError(f"index must be exact, hnsw, pgvector or auto, not {backend!r}")
+        self.db, self.pack, self.backend, self.hnsw_from = db, pack, backend, hnsw_from
+        self.index: FaceIndex | None = None
+        self.fingerprint: list[Any] | None = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- keeping up with the database
+    def _fingerprint(self) -> list[Any]:
+        with self.db.session() as s:
+            count, total, top = s.execute(
+                select(
+                    func.count(Face.id),
+                    func.coalesce(func.sum(Face.id), 0),
+                    func.coalesce(func.max(Face.id), 0),
+                ).where(Face.pack == self.pack, Face.embedding.is_not(None))
+            ).one()
+            newest = s.scalar(select(func.max(Photo.indexed_at)))
+        return [int(count), int(total), int(top), newest.isoformat() if newest else ""]
+
+    def _dim(self) -> int | None:
+        with self.db.session() as s:
+            size = s.scalar(
+                select(func.length(Face.embedding))
+                .where(Face.pack == self.pack, Face.embedding.is_not(None))
+                .limit(1)
+            )
+        return None if size is None else int(size) // 4
+
+    def _load_rows(self, index: FaceIndex, after_id: int = 0) -> int:
+        query = (
+            select(Face.id, Face.photo_id, Face.embedding)
+            .where(Face.pack == self.pack, Face.embedding.is_not(None), Face.id > after_id)
+            .order_by(Face.id)
+        )
+        loaded = 0
+        with self.db.session() as s:
+            for rows in s.execute(query.execution_options(yield_per=LOAD_CHUNK)).partitions():
+                rows = [r for r in rows if len(r[2]) == 4 * index.dim]
+                if not rows:
+                    continue
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+                index.add(
+                    np.fromiter((r[0] for r in rows), np.int64, len(rows)),
+                    np.fromiter((r[1] for r in rows), np.int64, len(rows)),
+                    vectors,
+                )
+                loaded += len(rows)
+        return loaded
+
+    def sync(self) -> None:
+        with self._lock:
+            if self.backend == "pgvector":
+                self._sync_pgvector()
+                return
+            fingerprint = self._fingerprint()
+            if self.index is None:
+                self._open_snapshot(fingerprint)
+            if fingerprint == self.fingerprint:
+                return
+            old = self.fingerprint
+            if (
+                self.index is not None
+                and old is not None
+                and fingerprint[0] > old[0]
+                and fingerprint[1] > old[1]
+                and self._only_appended(old, fingerprint)
+            ):
+                self._load_rows(self.index, after_id=old[2])  # new faces only (ids grow)
+            else:
+                self._reload(fingerprint[0])
+            self.fingerprint = fingerprint
+            self._save()
+
+    def _only_appended(self, old: list[Any], new: list[Any]) -> bool:
+        """True when the faces now in the table are the old ones plus faces with higher ids."""
+        with self.db.session() as s:
+            count, total = s.execute(
+                select(func.count(Face.id), func.coalesce(func.sum(Face.id), 0)).where(
+                    Face.pack == self.pack, Face.embedding.is_not(None), Face.id > old[2]
+                )
+            ).one()
+        return old[0] + int(count) == new[0] and old[1] + int(total) == new[1]
+
+    def _reload(self, count: int) -> None:
+        started = time.perf_counter()
+        dim = self._dim()
+        kind = self.backend if self.backend != "auto" else ("hnsw" if count >= self.hnsw_from else "exact")
+        index: FaceIndex = HnswIndex(dim or 1) if kind == "hnsw" else ExactIndex(dim or 1)
+        index.reserve(count)  # type: ignore[attr-defined]
+        if dim is not None:
+            self._load_rows(index)
+        self.index = index
+        log.info(
+            "library: %d faces loaded into a %s index in %.1f s",
+            len(index),
+            kind,
+            time.perf_counter() - started,
+        )
+
+    def _kinds(self) -> tuple[str, ...]:
+        return ("exact", "hnsw") if self.backend == "auto" else (self.backend,)
+
+    def _open_snapshot(self, fingerprint: list[Any]) -> None:
+        for kind in self._kinds():
+            folder = snapshot_folder(self.db, self.pack, kind)
+            if not (folder / META).is_file():
+                continue
+            try:
+                loader = HnswIndex.load if kind == "hnsw" else ExactIndex.load
+                index, meta = loader(folder)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("library index snapshot %s unreadable (%s); rebuilding", folder, exc)
+                continue
+            self.index, self.fingerprint = index, meta.get("fingerprint")
+            return
+
+    def _save(self) -> None:
+        if self.index is None:
+            return
+        folder = snapshot_folder(self.db, self.pack, self.index.kind)
+        try:
+            self.index.save(folder, {"fingerprint": self.fingerprint})  # type: ignore[attr-defined]
+        except OSError as exc:  # a read-only library still searches, it just reloads next time
+            log.warning("cannot save the library index to %s: %s", folder, exc)
+            return
+        if isinstance(self.index, ExactIndex):
+            self.index = ExactIndex.load(folder)[0]
+
+    def _sync_pgvector(self) -> None:
+        if self.index is None:
+            from faceatlas.index.pgvector import PgvectorIndex
+
+            dim = self._dim()
+            if dim is None:
+                return
+            self.index = PgvectorIndex(self.db, "library_faces", self.pack, dim)
+        self.index.sync()  # type: ignore[attr-defined]
+
+    # ----------------------------------------------------------------- search
+    def search(self, query: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """(face ids, cosines) of the best face of each of the ``top`` best photos."""
+        self.sync()
+        if self.index is None or len(self.index) == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        hits = self.index.search(np.atleast_2d(query), top, unique_groups=True)[0]
+        return hits.keys.astype(np.int64), hits.cosines
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "library": True,
+            **(self.index.describe() if self.index else {"backend": self.backend, "faces": 0}),
+        }
+
+
+_open_indexes: dict[tuple[str, str, str], LibraryIndex] = {}
+_open_lock = threading.Lock()
+
+
+def library_index(db: Database, pack: str, backend: str = "auto") -> LibraryIndex:
+    """The process's index of ``pack`` in the library ``db`` (made on first use)."""
+    with _open_lock:
+        key = (db.url, pack, backend)
+        if key not in _open_indexes:
+            _open_indexes[key] = LibraryIndex(db, pack, backend=backend)
+        return _open_indexes[key]
+
+
 def search_by_embedding(
-    db: Database, embedding: np.ndarray, *, pack: str, threshold: float, top: int = 20
+    db: Database, embedding: np.ndarray, *, pack: str, threshold: float, top: int = 20, index: str = "auto"
 ) -> list[SearchHit]:
     """Photos ranked by their best face's cosine similarity to ``embedding`` (same pack only)."""
-    query = np.asarray(embedding, np.float32).ravel()
-    query = query / max(float(np.linalg.norm(query)), 1e-12)
+    face_ids, cosines = library_index(db, pack, index).search(np.asarray(embedding, np.float32).ravel(), top)
+    if face_ids.size == 0:
+        return []
     with db.session() as session:
-        faces = load_faces(session, pack)
-        if faces.ids.size == 0:
-            return []
-        sims = faces.embeddings @ query
-        # Best face per photo: sort by similarity, keep the first row of each photo.
-        order = np.argsort(-sims, kind="stable")
-        _, first = np.unique(faces.photo_ids[order], return_index=True)
-        best = order[np.sort(first)][:top] if top > 0 else order[np.sort(first)]
-        face_ids = [int(i) for i in faces.ids[best]]
         info = {
             fid: (pid, path, person_id, name)
             for fid, pid, path, person_id, name in session.execute(
                 select(Face.id, Photo.id, Photo.path, Face.person_id, Person.name)
                 .join(Photo, Photo.id == Face.photo_id)
                 .outerjoin(Person, Person.id == Face.person_id)
-                .where(Face.id.in_(face_ids))
+                .where(Face.id.in_([int(i) for i in face_ids]))
             ).all()
         }
     hits = []
-    for idx, fid in zip(best, face_ids, strict=True):
+    for fid, sim in zip(face_ids.tolist(), cosines.tolist(), strict=True):
+        if fid not in info:  # deleted between the index's sync and this read
+            continue
         pid, path, person_id, name = info[fid]
-        sim = float(sims[idx])
-        hits.append(SearchHit(pid, path, fid, sim, person_id, name, sim >= threshold))
+        hits.append(SearchHit(pid, path, fid, float(sim), person_id, name, sim >= threshold))
     return hits
 
 
-def search_by_image(db: Database, engine: Any, image: Any, *, top: int = 20) -> list[SearchHit]:
+def search_by_image(
+    db: Database, engine: Any, image: Any, *, top: int = 20, index: str = "auto"
+) -> list[SearchHit]:
     """Search with the largest face of ``image`` (anything ``engine.analyze`` accepts)."""
     faces = engine.analyze(image, limit=1)
     if not faces or faces[0].embedding is None:
         raise NoFaceError("no face found in the query image")
     return search_by_embedding(
-        db, faces[0].embedding, pack=engine.pack.id, threshold=engine.pack.threshold, top=top
+        db, faces[0].embedding, pack=engine.pack.id, threshold=engine.pack.threshold, top=top, index=index
     )

@@ -10,6 +10,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -65,6 +67,14 @@ class Person(Base):
     name: Mapped[str | None] = mapped_column(String(255))
     # A person merged into another keeps its row (ids stay resolvable) and points at the survivor.
     merged_into: Mapped[int | None] = mapped_column(ForeignKey("library_people.id", ondelete="SET NULL"))
+    #: Hidden people are left out of the people page unless asked for (strangers in the background).
+    hidden: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
+    #: The face chosen to show the person; None or a face no longer theirs: the best face is shown.
+    cover_face_id: Mapped[int | None] = mapped_column(
+        ForeignKey(
+            "library_faces.id", ondelete="SET NULL", use_alter=True, name="fk_library_people_cover_face"
+        )
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=utcnow)
 
 
@@ -74,6 +84,8 @@ class Face(Base):
         Index("ix_library_faces_photo_id", "photo_id"),
         Index("ix_library_faces_person_id", "person_id"),
         Index("ix_library_faces_pack", "pack"),
+        # covering index of the people list (face and photo counts per person) and the review queue
+        Index("ix_library_faces_person_photo", "person_id", "photo_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -110,7 +122,8 @@ class Decision(Base):
     """A user decision; clustering reads these and never undoes them.
 
     kinds: ``rename`` (person, name), ``merge`` (person merged into other_person), ``reject``
-    (face is not person), ``assign`` (face confirmed as person, e.g. by a split).
+    (face is not person), ``assign`` (face confirmed as person, e.g. by a split or the review page),
+    ``ignore`` (face left out of the review queue), ``hide``/``unhide`` (person), ``cover`` (face, person).
     """
 
     __tablename__ = "library_decisions"

@@ -9,14 +9,19 @@ import cv2
 import numpy as np
 from sqlalchemy import select
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, ThumbnailError
 from faceatlas.images import decode_image
 from faceatlas.library.tables import Face, Photo
 from faceatlas.storage import Database
 
 
-class ThumbnailError(FaceAtlasError, LookupError):
-    """The face does not exist or its photo can no longer be read."""
+def library_cache_dir(url: str, kind: str = "thumbnails") -> Path:
+    """One cache folder per library and kind, so face and photo ids of different libraries never collide."""
+    import hashlib
+
+    from faceatlas.models.store import cache_dir
+
+    return cache_dir() / kind / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def crop_face(

@@ -18,6 +18,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
 
+from faceatlas.errors import LibraryWriteError
 from faceatlas.face import DetectedFace
 from faceatlas.library.scan import FileEntry, KnownPhoto, Move
 from faceatlas.library.tables import STATUS_ERROR, STATUS_OK, Decision, Face, Photo
@@ -208,7 +209,7 @@ class WriterThread:
 
     def put(self, result: PhotoResult) -> None:
         if self.error is not None:
-            raise RuntimeError("library writer failed") from self.error
+            raise LibraryWriteError("library writer failed") from self.error
         self.queue.put(result)
 
     def close(self) -> None:
@@ -216,7 +217,7 @@ class WriterThread:
         self.queue.put(self._STOP)
         self.thread.join()
         if self.error is not None:
-            raise RuntimeError("library writer failed") from self.error
+            raise LibraryWriteError("library writer failed") from self.error
 
     def _run(self) -> None:
         stop = False

@@ -3,14 +3,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import cv2
 import numpy as np
+import onnxruntime as ort
 
 from faceatlas.face import Age, Gender, Pose
 from faceatlas.models.alignment import align_faces, warp_faces
 from faceatlas.models.runtime import create_session
+
+if TYPE_CHECKING:
+    from faceatlas.models.detection import Detections
+    from faceatlas.models.packs import ModelRef
+    from faceatlas.models.registry import LoadContext
 
 # Where YuNet's 5 landmarks fall, on average, in dlib's 64x64 face chip (get_face_chip_details with
 # padding 0.2), measured on 116 LFW faces by mapping YuNet points through dlib's own chip geometry.
@@ -22,7 +30,7 @@ DLIB_CHANNEL_MEANS = np.array([122.781998, 117.000999, 104.297997], dtype=np.flo
 AGE_WEIGHTS = np.array([0.25, *range(1, 81)], dtype=np.float32)
 
 
-def _run_batched(session, name: str, blob: np.ndarray, batch: int = 32) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _run_batched(session: ort.InferenceSession, name: str, blob: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate(
         [session.run(None, {name: blob[i : i + batch]})[0] for i in range(0, len(blob), batch)]
     )
@@ -32,6 +40,7 @@ class DlibAgeGender:
     """dlib's age predictor (81 classes) and gender classifier, converted to ONNX (CC0)."""
 
     name = "dlib.agegender"
+    provides = frozenset({"age", "gender"})
 
     def __init__(
         self, age_path: Path, gender_path: Path, providers: list[str], *, threads: int | None = None
@@ -41,19 +50,28 @@ class DlibAgeGender:
         self.age_input = self.age.get_inputs()[0].name
         self.gender_input = self.gender.get_inputs()[0].name
 
+    @classmethod
+    def from_pack(cls, context: LoadContext, ref: ModelRef, **options: Any) -> Self:
+        age_file, gender_file = ref.files
+        return cls(
+            context.path(age_file), context.path(gender_file), context.providers, threads=context.threads
+        )
+
     def _blob(self, chips: np.ndarray) -> np.ndarray:
         values = (chips.astype(np.float32) - DLIB_CHANNEL_MEANS) / np.float32(256.0)
         return np.ascontiguousarray(values.transpose(0, 3, 1, 2))
 
     def predict(
-        self, rgb: np.ndarray, landmarks: np.ndarray, *, want_age: bool, want_gender: bool
-    ) -> tuple[list[Age | None], list[Gender | None]]:
-        n = len(landmarks)
+        self, rgb: np.ndarray, detections: Detections, wanted: Collection[str]
+    ) -> dict[str, list[Any]]:
+        """Age and gender from dlib chips placed by the detector's 5 landmarks."""
+        n = len(detections)
         ages: list[Age | None] = [None] * n
         genders: list[Gender | None] = [None] * n
-        if n == 0:
-            return ages, genders
-        chips64 = align_faces(rgb, landmarks, DLIB_CHIP_TEMPLATE_64, 64)
+        want_age, want_gender = "age" in wanted, "gender" in wanted
+        if n == 0 or not (want_age or want_gender):
+            return {}
+        chips64 = align_faces(rgb, detections.landmarks, DLIB_CHIP_TEMPLATE_64, 64)
         if want_age:
             probs = _run_batched(self.age, self.age_input, self._blob(chips64))
             ages = [_age_from_distribution(p) for p in probs]
@@ -63,7 +81,11 @@ class DlibAgeGender:
             genders = [
                 Gender("male", float(p[1])) if p[1] >= p[0] else Gender("female", float(p[0])) for p in probs
             ]
-        return ages, genders
+        return _wanted({"age": ages, "gender": genders}, wanted)
+
+
+def _wanted(values: dict[str, list[Any]], wanted: Collection[str]) -> dict[str, list[Any]]:
+    return {plugin: per_face for plugin, per_face in values.items() if plugin in wanted}
 
 
 def _age_from_distribution(probabilities: np.ndarray) -> Age:
@@ -113,6 +135,10 @@ class _BoxCropModel:
         self.size = int(self.session.get_inputs()[0].shape[2])
         self.mean, self.std = _insightface_normalisation(path)
 
+    @classmethod
+    def from_pack(cls, context: LoadContext, ref: ModelRef, **options: Any) -> Self:
+        return cls(context.path(ref.file), context.providers, threads=context.threads)
+
     def _run(self, rgb: np.ndarray, matrices: np.ndarray) -> np.ndarray:
         crops = warp_faces(rgb, matrices, self.size)
         blob = np.ascontiguousarray(((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2))
@@ -123,14 +149,16 @@ class InsightFaceGenderAge(_BoxCropModel):
     """InsightFace ``genderage.onnx``: 96x96 box crop -> (female, male, age/100)."""
 
     name = "insightface.genderage"
+    provides = frozenset({"age", "gender"})
 
     def predict(
-        self, rgb: np.ndarray, boxes: np.ndarray, *, want_age: bool, want_gender: bool
-    ) -> tuple[list[Age | None], list[Gender | None]]:
-        n = len(boxes)
-        if n == 0:
-            return [], []
-        out = self._run(rgb, _box_crop_matrices(boxes, self.size))
+        self, rgb: np.ndarray, detections: Detections, wanted: Collection[str]
+    ) -> dict[str, list[Any]]:
+        n = len(detections)
+        want_age, want_gender = "age" in wanted, "gender" in wanted
+        if n == 0 or not (want_age or want_gender):
+            return {}
+        out = self._run(rgb, _box_crop_matrices(detections.boxes, self.size))
         ages: list[Age | None] = [None] * n
         genders: list[Gender | None] = [None] * n
         for i, row in enumerate(out):
@@ -139,23 +167,31 @@ class InsightFaceGenderAge(_BoxCropModel):
                 ages[i] = Age(value=float(row[2]) * 100, low=years, high=years, probability=1.0)
             if want_gender:
                 genders[i] = Gender("male" if row[1] >= row[0] else "female", 1.0)
-        return ages, genders
+        return _wanted({"age": ages, "gender": genders}, wanted)
 
 
 class Landmarks106(_BoxCropModel):
     """InsightFace ``2d106det.onnx``: 192x192 box crop -> 106 points."""
 
     name = "insightface.2d106det"
+    provides = frozenset({"landmarks2d106"})
 
-    def predict(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        if len(boxes) == 0:
-            return np.zeros((0, 106, 2), np.float32)
+    def predict(
+        self, rgb: np.ndarray, detections: Detections, wanted: Collection[str]
+    ) -> dict[str, list[Any]]:
+        """106 points per face, in the coordinates of ``rgb``."""
+        if "landmarks2d106" not in wanted or len(detections) == 0:
+            return {}
+        return {"landmarks2d106": list(self.points(rgb, detections.boxes))}
+
+    def points(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         matrices = _box_crop_matrices(boxes, self.size)
         points = self._run(rgb, matrices).reshape(len(boxes), -1, 2)
         points = (points + 1) * (self.size // 2)
         # Back from crop to image pixels: invert the similarity transform.
         scale = matrices[:, 0, 0][:, None, None]
-        return ((points - matrices[:, None, :, 2]) / scale).astype(np.float32)
+        in_image: np.ndarray = ((points - matrices[:, None, :, 2]) / scale).astype(np.float32)
+        return in_image
 
 
 # A generic 3D face (millimetres, camera axes: x right, y down, z away from the camera) at the

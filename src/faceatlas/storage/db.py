@@ -40,6 +40,28 @@ def default_data_dir() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "faceatlas"
 
 
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) and make it 0700: it holds faces, embeddings and keys."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR:
+        os.chmod(path, PRIVATE_DIR)
+
+
+def make_private_sqlite(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it, so that its -wal and -shm files, which
+    SQLite creates with the main file's permissions, are private too; tighten existing files.
+    A missing folder is created 0700; an existing one is left as it is (it may be a photo folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.exists() and file.stat().st_mode & 0o777 != PRIVATE_FILE:
+            os.chmod(file, PRIVATE_FILE)
+
+
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     return f"sqlite:///{Path(path).expanduser().resolve()}"
 
@@ -60,9 +82,9 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path = url.split("///", 1)[-1].split("?", 1)[0]
+            if path and path != ":memory:" and not path.startswith("file:"):
+                make_private_sqlite(Path(path))
             self.engine: SQLEngine = create_engine(
                 url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )

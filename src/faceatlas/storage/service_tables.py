@@ -34,13 +34,16 @@ class FaceService(Base):
     __tablename__ = "face_service"
     __table_args__ = (
         UniqueConstraint("name", name="uq_face_service_name"),
-        UniqueConstraint("api_key", name="uq_face_service_api_key"),
+        # the constraint keeps the name it had when it held the key itself (service_0001)
+        UniqueConstraint("key_hash", name="uq_face_service_api_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(255))
     type: Mapped[str] = mapped_column(String(16))
-    api_key: Mapped[str] = mapped_column(String(36))
+    # SHA-256 (hex) of the API key: the key itself is shown once and never stored (service_0002)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    key_hint: Mapped[str] = mapped_column(String(8))
     pack: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

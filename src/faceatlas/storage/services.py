@@ -8,9 +8,10 @@ handed out under that lock, a reader that sees version *v* knows every change up
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,12 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from faceatlas.errors import (
+    ServiceExistsError,
+    ServiceNotFoundError,
+    SubjectExistsError,
+    SubjectNotFoundError,
+)
 from faceatlas.storage.db import Database
 from faceatlas.storage.service_tables import (
     SERVICE_TYPES,
@@ -35,44 +42,32 @@ CHANGE_LOG_KEEP = 20_000
 CHANGE_LOG_PRUNE_EVERY = 1_000
 
 
-class StoreError(Exception):
-    """Base class of the repository's expected failures."""
-
-
-class ServiceExistsError(StoreError):
-    pass
-
-
-class ServiceNotFoundError(StoreError):
-    pass
-
-
-class SubjectExistsError(StoreError):
-    pass
-
-
-class SubjectNotFoundError(StoreError):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class ServiceRecord:
+    """A face service. Only its key's hash is stored, so ``api_key`` is set once: in the record
+    returned by :meth:`ServiceStore.create_service` and :meth:`ServiceStore.rotate_key`; elsewhere
+    ``key_hint`` (the key's last characters) tells keys apart."""
+
     id: int
     name: str
     type: str
-    api_key: str
+    key_hint: str
     pack: str
     created: datetime
+    api_key: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "id": self.id,
             "name": self.name,
             "type": self.type,
-            "api_key": self.api_key,
+            "key_hint": self.key_hint,
             "pack": self.pack,
             "created": self.created.isoformat(),
         }
+        if self.api_key is not None:
+            out["api_key"] = self.api_key
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +109,31 @@ def new_api_key() -> str:
     return str(uuid.uuid4())
 
 
+def hash_api_key(api_key: str) -> str:
+    """What the database keeps of a key: a random UUID has 122 bits, so a plain (unsalted) SHA-256
+    cannot be reversed by guessing, and a key is looked up by its hash in one index probe."""
+    return hashlib.sha256(api_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def key_hint(api_key: str) -> str:
+    return api_key[-4:]
+
+
+MAX_SERVICE_NAME = 255
+
+
+def check_service_name(name: str) -> str:
+    """The name as stored: trimmed, 1-255 characters, no NUL (PostgreSQL refuses it; SQLite would not)."""
+    name = name.strip()
+    if not name:
+        raise ValueError("service name must not be empty")
+    if len(name) > MAX_SERVICE_NAME:
+        raise ValueError(f"service name must be at most {MAX_SERVICE_NAME} characters")
+    if "\x00" in name:
+        raise ValueError("service name must not contain NUL characters")
+    return name
+
+
 def embedding_to_bytes(embedding: np.ndarray) -> bytes:
     return np.ascontiguousarray(embedding, dtype="<f4").tobytes()
 
@@ -132,8 +152,8 @@ def _face_rows(rows: Sequence) -> FaceRows:
     )
 
 
-def _record(row: FaceService) -> ServiceRecord:
-    return ServiceRecord(row.id, row.name, row.type, row.api_key, row.pack, row.created)
+def _record(row: FaceService, api_key: str | None = None) -> ServiceRecord:
+    return ServiceRecord(row.id, row.name, row.type, row.key_hint, row.pack, row.created, api_key)
 
 
 class ServiceStore:
@@ -148,16 +168,21 @@ class ServiceStore:
     ) -> ServiceRecord:
         if type_ not in SERVICE_TYPES:
             raise ValueError(f"service type must be one of {', '.join(SERVICE_TYPES)}, not {type_!r}")
-        name = name.strip()
-        if not name:
-            raise ValueError("service name must not be empty")
+        name = check_service_name(name)
+        api_key = api_key or new_api_key()
         try:
             with self.db.session() as s:
-                row = FaceService(name=name, type=type_, api_key=api_key or new_api_key(), pack=pack)
+                row = FaceService(
+                    name=name,
+                    type=type_,
+                    key_hash=hash_api_key(api_key),
+                    key_hint=key_hint(api_key),
+                    pack=pack,
+                )
                 s.add(row)
                 s.flush()
                 s.add(ServiceVersion(service_id=row.id, version=0))
-                return _record(row)
+                return _record(row, api_key)
         except IntegrityError as exc:
             raise ServiceExistsError(f"a service named {name!r} already exists") from exc
 
@@ -166,11 +191,13 @@ class ServiceStore:
             return [_record(r) for r in s.scalars(select(FaceService).order_by(FaceService.id))]
 
     def _find(self, s: Session, name_or_id: str | int) -> FaceService:
+        """By name first (a service may be called "1"), then by id."""
         row = None
-        if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-            row = s.get(FaceService, int(name_or_id))
-        if row is None:
-            row = s.scalar(select(FaceService).where(FaceService.name == str(name_or_id)))
+        text = str(name_or_id)
+        if isinstance(name_or_id, str) and "\x00" not in text and len(text) <= MAX_SERVICE_NAME:
+            row = s.scalar(select(FaceService).where(FaceService.name == text))
+        if row is None and text.isascii() and text.isdigit() and int(text) < 2**31:
+            row = s.get(FaceService, int(text))
         if row is None:
             raise ServiceNotFoundError(f"no service {name_or_id!r}")
         return row
@@ -181,15 +208,28 @@ class ServiceStore:
 
     def service_by_key(self, api_key: str) -> ServiceRecord | None:
         with self.db.session() as s:
-            row = s.scalar(select(FaceService).where(FaceService.api_key == api_key))
+            row = s.scalar(select(FaceService).where(FaceService.key_hash == hash_api_key(api_key)))
             return _record(row) if row else None
 
     def rotate_key(self, name_or_id: str | int) -> ServiceRecord:
+        """A new key for the service (returned once, in the record); the old one stops working."""
+        api_key = new_api_key()
         with self.db.session() as s:
             row = self._find(s, name_or_id)
-            row.api_key = new_api_key()
+            row.key_hash, row.key_hint = hash_api_key(api_key), key_hint(api_key)
             s.flush()
-            return _record(row)
+            return _record(row, api_key)
+
+    def rename_service(self, name_or_id: str | int, new_name: str) -> ServiceRecord:
+        new_name = check_service_name(new_name)
+        try:
+            with self.db.session() as s:
+                row = self._find(s, name_or_id)
+                row.name = new_name
+                s.flush()
+                return _record(row)
+        except IntegrityError as exc:
+            raise ServiceExistsError(f"a service named {new_name!r} already exists") from exc
 
     def delete_service(self, name_or_id: str | int) -> ServiceRecord:
         with self.db.session() as s:
@@ -317,9 +357,19 @@ class ServiceStore:
         )
 
     def add_face(
-        self, service_id: int, subject: str, embedding: np.ndarray, pack: str, image: bytes | None = None
+        self,
+        service_id: int,
+        subject: str,
+        embedding: np.ndarray,
+        pack: str,
+        image: bytes | None = None,
+        *,
+        also: Callable[[Session, str, int], None] | None = None,
     ) -> tuple[str, int]:
-        """Store one face under ``subject`` (created when new); returns (image_id, version)."""
+        """Store one face under ``subject`` (created when new); returns (image_id, version).
+
+        ``also(session, image_id, subject_id)`` runs in the same transaction (e.g. to record where the
+        face came from), so the face and that record are committed together or not at all."""
         face_id = str(uuid.uuid4())
         with self.db.session() as s:
             version = self._bump(s, service_id)
@@ -340,6 +390,9 @@ class ServiceStore:
             if image is not None:
                 s.flush()
                 s.add(ServiceImage(face_id=face_id, data=image))
+            if also is not None:
+                s.flush()
+                also(s, face_id, row.id)
             self._log(s, service_id, version, "add", [face_id])
         return face_id, version
 

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from faceatlas.api.faces import analyze, face_json, plugins_versions
-from faceatlas.api.images import read_images
-from faceatlas.api.params import CALCULATOR, parse_face_query
-from faceatlas.api.routes.common import DetectionService, State, query
+from faceatlas.api.blocking import analyze
+from faceatlas.api.requests import CALCULATOR, parse_face_query, query, read_images
+from faceatlas.api.responses import face_json, plugins_versions
+from faceatlas.api.state import DetectionService, State
 
 router = APIRouter(prefix="/api/v1/detection", tags=["detection"])
 

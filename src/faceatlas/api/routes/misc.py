@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
+from faceatlas.api.blocking import run_blocking
 from faceatlas.api.errors import MIGRATION_RUNNING
-from faceatlas.api.params import parse_bool
-from faceatlas.api.routes.common import State, query
-from faceatlas.api.routes.recognition import IMAGE_HEADERS
-from faceatlas.api.state import is_uuid
+from faceatlas.api.requests import parse_bool, query
+from faceatlas.api.responses import IMAGE_HEADERS
+from faceatlas.api.routes.admin import Admin
+from faceatlas.api.state import State, is_uuid
 
 router = APIRouter(tags=["misc"])
 
@@ -19,9 +19,9 @@ router = APIRouter(tags=["misc"])
 async def static_image(api_key: str, image_id: str, state: State) -> Response:
     data = None
     if is_uuid(api_key) and is_uuid(image_id):
-        service = await anyio.to_thread.run_sync(state.service_for_key, api_key)
+        service = await run_blocking(state.service_for_key, api_key)
         if service is not None:
-            data = await anyio.to_thread.run_sync(state.store.get_image, service.id, image_id)
+            data = await run_blocking(state.store.get_image, service.id, image_id)
     return Response(data or b"", media_type="application/octet-stream", headers=IMAGE_HEADERS)
 
 
@@ -34,9 +34,7 @@ async def config(state: State) -> JSONResponse:
 
 @router.get("/api/v1/consistence/status", summary="Whether stored embeddings need a migration")
 async def consistence(state: State) -> JSONResponse:
-    stale = await anyio.to_thread.run_sync(
-        lambda: state.store.count_faces(other_than_pack=state.engine.pack.id)
-    )
+    stale = await run_blocking(lambda: state.store.count_faces(other_than_pack=state.engine.pack.id))
     return JSONResponse(
         {
             "demoFaceCollectionIsInconsistent": False,
@@ -47,9 +45,10 @@ async def consistence(state: State) -> JSONResponse:
     )
 
 
-@router.post("/api/v1/migrate", summary="Re-embed stored images made by another model pack")
-async def migrate(request: Request, state: State) -> PlainTextResponse:
-    # beyond CompreFace: ?all=true re-embeds every stored image, not only other packs' ones
+@router.post("/api/v1/migrate", summary="Re-embed stored images made by another model pack (admin token)")
+async def migrate(request: Request, state: Admin) -> PlainTextResponse:
+    # CompreFace needs no key here; we do: a run blocks every write for as long as it takes.
+    # Beyond CompreFace: ?all=true re-embeds every stored image, not only other packs' ones
     if not state.migration.start(everything=parse_bool(query(request), "all", False)):
         raise MIGRATION_RUNNING
     return PlainTextResponse("Migration started")
@@ -76,6 +75,7 @@ async def status(state: State) -> JSONResponse:
             "calculator_version": pack.id,
             "similarity_coefficients": [pack.c0, pack.c1],
             "available_plugins": plugins,
+            "index": state.collections.describe(),
         }
     )
 

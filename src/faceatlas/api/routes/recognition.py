@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from faceatlas.api.blocking import analyze, run_blocking
 from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import (
     IMAGE_ID_INCORRECT,
@@ -22,35 +22,25 @@ from faceatlas.api.errors import (
     subject_not_found,
     validation,
 )
-from faceatlas.api.faces import analyze, face_json, plugins_versions
-from faceatlas.api.images import read_images, read_json
-from faceatlas.api.params import parse_bool, parse_face_query, parse_float, parse_int
-from faceatlas.api.routes.common import (
-    MAX_SUBJECT,
-    RecognitionService,
-    State,
+from faceatlas.api.requests import (
+    check_name,
     check_subject_body,
-    guard_writes,
+    parse_bool,
+    parse_face_query,
+    parse_float,
+    parse_int,
     query,
+    read_images,
+    read_json,
+    subject_filter,
+    vectors,
 )
-from faceatlas.api.routes.embeddings import vectors
-from faceatlas.api.state import ServerState, is_uuid
-from faceatlas.storage.services import SubjectExistsError, SubjectNotFoundError
-from faceatlas.vectors import normalize_rows, similarity_of_cosine
+from faceatlas.api.responses import IMAGE_HEADERS, face_json, plugins_versions, similarity
+from faceatlas.api.state import RecognitionService, State, guard_writes, is_uuid
+from faceatlas.errors import SubjectExistsError, SubjectNotFoundError
+from faceatlas.vectors import normalize_rows
 
 router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
-
-IMAGE_HEADERS = {"Cache-Control": "public, max-age=31536000"}
-
-
-async def run(state: ServerState, fn, *args):  # type: ignore[no-untyped-def]
-    """Database work off the event loop (it may wait for another writer's lock)."""
-    return await anyio.to_thread.run_sync(fn, *args)
-
-
-def similarity(state: ServerState, cosines: np.ndarray) -> np.ndarray:
-    pack = state.engine.pack
-    return similarity_of_cosine(cosines, pack.c0, pack.c1)
 
 
 # ----------------------------------------------------------------------------- recognize (#1)
@@ -71,7 +61,7 @@ async def recognize(request: Request, state: State, service: RecognitionService)
         collection = state.collections.get(service.id)
         return collection.search(queries, options.prediction_count, unique_subjects=options.unique_subjects)
 
-    matches = await run(state, search)
+    matches = await run_blocking(search)
     by_face = dict(zip((id(f) for f in embedded), matches, strict=True))
     result = []
     for face in faces:
@@ -101,8 +91,7 @@ async def add_face(request: Request, state: State, service: RecognitionService) 
         raise missing_parameter("subject")
     if not subject.strip():
         raise validation("subject: must not be blank")
-    if len(subject) > MAX_SUBJECT:
-        raise validation(f"subject: size must be between 1 and {MAX_SUBJECT}")
+    check_name(subject, "subject")
     guard_writes(state)
     options = parse_face_query(
         {k: v for k, v in params.items() if k in ("det_prob_threshold", "detect_faces")}, ()
@@ -116,10 +105,10 @@ async def add_face(request: Request, state: State, service: RecognitionService) 
     guard_writes(state)
     face = faces[0]
     image = data if state.settings.keep_images else None
-    image_id, _version = await run(
-        state, state.store.add_face, service.id, subject, face.embedding, state.engine.pack.id, image
+    image_id, _version = await run_blocking(
+        state.store.add_face, service.id, subject, face.embedding, state.engine.pack.id, image
     )
-    await run(state, state.collections.after_write, service.id)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"image_id": image_id, "subject": subject}, status_code=201)
 
 
@@ -130,8 +119,8 @@ async def list_faces(request: Request, state: State, service: RecognitionService
     size = parse_int(params, "size", 20)
     if size < 1:
         size = 20
-    subject = (params.get("subject") or "").strip() or None
-    faces, total = await run(state, state.store.list_faces, service.id, page, size, subject)
+    subject = subject_filter(params)
+    faces, total = await run_blocking(state.store.list_faces, service.id, page, size, subject)
     return JSONResponse(
         {
             "faces": [{"image_id": f.image_id, "subject": f.subject} for f in faces],
@@ -146,9 +135,9 @@ async def list_faces(request: Request, state: State, service: RecognitionService
 @router.delete("/faces", summary="Delete every face of `subject` (all faces without it)")
 async def delete_faces(request: Request, state: State, service: RecognitionService) -> JSONResponse:
     guard_writes(state)
-    subject = (query(request).get("subject") or "").strip() or None
-    deleted = await run(state, state.store.delete_subject_faces, service.id, subject)
-    await run(state, state.collections.after_write, service.id)
+    subject = subject_filter(query(request))
+    deleted = await run_blocking(state.store.delete_subject_faces, service.id, subject)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"deleted": deleted})
 
 
@@ -159,24 +148,24 @@ async def delete_faces_bulk(request: Request, state: State, service: Recognition
     if not isinstance(body, list) or not all(isinstance(v, str) for v in body):
         raise something_went_wrong("The body must be a JSON array of image ids")
     ids = [v for v in body if is_uuid(v)]
-    deleted = await run(state, state.store.delete_faces, service.id, ids)
-    await run(state, state.collections.after_write, service.id)
+    deleted = await run_blocking(state.store.delete_faces, service.id, ids)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse([{"image_id": f.image_id, "subject": f.subject} for f in deleted])
 
 
 @router.delete("/faces/{image_id}", summary="Delete one face")
 async def delete_face(image_id: str, state: State, service: RecognitionService) -> JSONResponse:
     guard_writes(state)
-    deleted = await run(state, state.store.delete_face, service.id, image_id) if is_uuid(image_id) else None
+    deleted = await run_blocking(state.store.delete_face, service.id, image_id) if is_uuid(image_id) else None
     if deleted is None:
         raise image_not_found(image_id)
-    await run(state, state.collections.after_write, service.id)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"image_id": deleted.image_id, "subject": deleted.subject})
 
 
 @router.get("/faces/{image_id}/img", summary="The stored image of a face (empty when not kept)")
 async def face_image(image_id: str, state: State, service: RecognitionService) -> Response:
-    data = await run(state, state.store.get_image, service.id, image_id) if is_uuid(image_id) else None
+    data = await run_blocking(state.store.get_image, service.id, image_id) if is_uuid(image_id) else None
     return Response(data or b"", media_type="application/octet-stream", headers=IMAGE_HEADERS)
 
 
@@ -185,7 +174,7 @@ async def verify_face(
     image_id: str, request: Request, state: State, service: RecognitionService
 ) -> JSONResponse:
     options = parse_face_query(query(request), state.engine.pack.plugins)
-    stored = await run(state, state.store.get_face, service.id, image_id) if is_uuid(image_id) else None
+    stored = await run_blocking(state.store.get_face, service.id, image_id) if is_uuid(image_id) else None
     if stored is None:
         raise IMAGE_ID_INCORRECT
     if stored.pack != state.engine.pack.id:
@@ -217,7 +206,7 @@ async def add_subject(request: Request, state: State, service: RecognitionServic
     body = await read_json(request, state.settings.max_body_size)
     name = check_subject_body(body.get("subject") if isinstance(body, dict) else None)
     try:
-        await run(state, state.store.add_subject, service.id, name)
+        await run_blocking(state.store.add_subject, service.id, name)
     except SubjectExistsError:
         raise SUBJECT_EXISTS from None
     return JSONResponse({"subject": name}, status_code=201)
@@ -225,36 +214,40 @@ async def add_subject(request: Request, state: State, service: RecognitionServic
 
 @router.get("/subjects", summary="List subjects")
 async def list_subjects(state: State, service: RecognitionService) -> JSONResponse:
-    return JSONResponse({"subjects": await run(state, state.store.list_subjects, service.id)})
+    return JSONResponse({"subjects": await run_blocking(state.store.list_subjects, service.id)})
 
 
-@router.put("/subjects/{subject}", summary="Rename a subject (onto an existing one: merge)")
+# ``:path``: subjects added through ``POST /faces?subject=a/b`` (allowed there, as in CompreFace) must
+# stay reachable for renaming and deleting
+@router.put("/subjects/{subject:path}", summary="Rename a subject (onto an existing one: merge)")
 async def rename_subject(
     subject: str, request: Request, state: State, service: RecognitionService
 ) -> JSONResponse:
     body = await read_json(request, state.settings.max_body_size)
     new = body.get("subject") if isinstance(body, dict) else None
     new = "" if new is None or (isinstance(new, str) and not new.strip()) else check_subject_body(new)
+    check_name(subject, "subject")
     try:
-        updated = await run(state, state.store.rename_subject, service.id, subject, new)
+        updated = await run_blocking(state.store.rename_subject, service.id, subject, new)
     except SubjectNotFoundError:
         raise subject_not_found(subject) from None
-    await run(state, state.collections.after_write, service.id)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"updated": updated})
 
 
-@router.delete("/subjects/{subject}", summary="Delete a subject and its faces")
+@router.delete("/subjects/{subject:path}", summary="Delete a subject and its faces")
 async def delete_subject(subject: str, state: State, service: RecognitionService) -> JSONResponse:
-    if not await run(state, state.store.delete_subject, service.id, subject):
+    check_name(subject, "subject")
+    if not await run_blocking(state.store.delete_subject, service.id, subject):
         raise subject_not_found(subject)
-    await run(state, state.collections.after_write, service.id)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"subject": subject})
 
 
 @router.delete("/subjects", summary="Delete every subject and face")
 async def delete_subjects(state: State, service: RecognitionService) -> JSONResponse:
-    deleted = await run(state, state.store.delete_all_subjects, service.id)
-    await run(state, state.collections.after_write, service.id)
+    deleted = await run_blocking(state.store.delete_all_subjects, service.id)
+    await run_blocking(state.collections.after_write, service.id)
     return JSONResponse({"deleted": deleted})
 
 
@@ -270,9 +263,9 @@ async def recognize_embeddings(request: Request, state: State, service: Recognit
     raw = body.get("embeddings") if isinstance(body, dict) else None
     pack = state.engine.pack
     queries = vectors(raw, "embeddings", pack.embedding_size, pack.id)
-    collection = await run(state, state.collections.get, service.id)
+    collection = await run_blocking(state.collections.get, service.id)
     unique = parse_bool(params, "unique_subjects", False)
-    matches = await run(state, lambda: collection.search(queries, count, unique_subjects=unique))
+    matches = await run_blocking(lambda: collection.search(queries, count, unique_subjects=unique))
     result = []
     for row, found in zip(raw, matches, strict=True):
         sims = similarity(state, np.array([m.cosine for m in found])) if found else []
@@ -294,7 +287,7 @@ async def verify_embeddings(
     raw = body.get("embeddings") if isinstance(body, dict) else None
     pack = state.engine.pack
     queries = vectors(raw, "embeddings", pack.embedding_size, pack.id)
-    stored = await run(state, state.store.get_face, service.id, image_id) if is_uuid(image_id) else None
+    stored = await run_blocking(state.store.get_face, service.id, image_id) if is_uuid(image_id) else None
     if stored is None or stored.pack != pack.id:
         raise IMAGE_ID_INCORRECT
     cosines = normalize_rows(queries) @ normalize_rows(stored.embedding[None, :])[0]

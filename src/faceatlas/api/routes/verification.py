@@ -8,13 +8,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from faceatlas.api.blocking import analyze
 from faceatlas.api.collections import round_half_up
 from faceatlas.api.errors import MORE_THAN_ONE_FACE, wrong_embedding_count
-from faceatlas.api.faces import analyze, face_json, plugins_versions
-from faceatlas.api.images import read_images, read_json
-from faceatlas.api.params import parse_face_query
-from faceatlas.api.routes.common import State, VerificationService, query
-from faceatlas.api.routes.embeddings import vector, vectors
+from faceatlas.api.requests import parse_face_query, query, read_images, read_json, vector, vectors
+from faceatlas.api.responses import face_json, plugins_versions
+from faceatlas.api.state import State, VerificationService
 from faceatlas.vectors import normalize_rows, similarity_of_cosine
 
 router = APIRouter(prefix="/api/v1/verification", tags=["verification"])

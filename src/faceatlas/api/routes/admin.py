@@ -9,15 +9,16 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from faceatlas.api.blocking import run_blocking
 from faceatlas.api.errors import ApiError
-from faceatlas.api.images import read_json
+from faceatlas.api.requests import check_name, read_json
 from faceatlas.api.state import ServerState, get_state
+from faceatlas.errors import ServiceExistsError, ServiceNotFoundError
 from faceatlas.storage.service_tables import SERVICE_TYPES
-from faceatlas.storage.services import ServiceExistsError, ServiceNotFoundError, ServiceRecord
+from faceatlas.storage.services import ServiceRecord
 
 
 def require_admin(
@@ -37,30 +38,37 @@ Admin = Annotated[ServerState, Depends(require_admin)]
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+ADMIN_BODY_LIMIT = 64 * 1024
+
+
 def _not_found(exc: Exception) -> ApiError:
     return ApiError(404, 0, str(exc))
 
 
+def _name(body: object) -> str:
+    """The service name of a JSON body, checked before the database sees it."""
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
+        raise ApiError(400, 5, "Field name cannot be empty")
+    return check_name(body["name"].strip(), "name")
+
+
 @router.get("/services", summary="List face services")
 async def list_services(state: Admin) -> JSONResponse:
-    records = await anyio.to_thread.run_sync(state.store.list_services)
+    records = await run_blocking(state.store.list_services)
     return JSONResponse({"services": [r.to_dict() for r in records]})
 
 
 @router.post("/services", status_code=201, summary='Create a face service: {"name", "type"}')
 async def create_service(request: Request, state: Admin) -> JSONResponse:
-    body = await read_json(request, 64 * 1024)
-    if not isinstance(body, dict) or not isinstance(body.get("name"), str) or not body["name"].strip():
-        raise ApiError(400, 5, "Field name cannot be empty")
+    body = await read_json(request, ADMIN_BODY_LIMIT)
+    name = _name(body)
     kind = str(body.get("type", "recognition")).lower()
     if kind == "verify":
         kind = "verification"
     if kind not in SERVICE_TYPES:
         raise ApiError(400, 26, f"type must be one of {', '.join(SERVICE_TYPES)}")
     try:
-        record = await anyio.to_thread.run_sync(
-            state.store.create_service, body["name"], kind, state.engine.pack.id
-        )
+        record = await run_blocking(state.store.create_service, name, kind, state.engine.pack.id)
     except ServiceExistsError as exc:
         raise ApiError(400, 43, str(exc)) from None
     return JSONResponse(record.to_dict(), status_code=201)
@@ -69,7 +77,7 @@ async def create_service(request: Request, state: Admin) -> JSONResponse:
 async def _on_service(action: Callable[[str], ServiceRecord], service: str) -> ServiceRecord:
     """Run a store action on one service in the worker pool; an unknown service is a 404."""
     try:
-        return await anyio.to_thread.run_sync(action, service)
+        return await run_blocking(action, service)
     except ServiceNotFoundError as exc:
         raise _not_found(exc) from None
 
@@ -84,6 +92,16 @@ async def get_service(service: str, state: Admin) -> JSONResponse:
 async def rotate_key(service: str, state: Admin) -> JSONResponse:
     record = await _on_service(state.store.rotate_key, service)
     state.forget_keys()
+    return JSONResponse(record.to_dict())
+
+
+@router.put("/services/{service}", summary='Rename a face service: {"name"}')
+async def rename_service(service: str, request: Request, state: Admin) -> JSONResponse:
+    name = _name(await read_json(request, ADMIN_BODY_LIMIT))
+    try:
+        record = await _on_service(lambda found: state.store.rename_service(found, name), service)
+    except ServiceExistsError as exc:
+        raise ApiError(400, 43, str(exc)) from None
     return JSONResponse(record.to_dict())
 
 

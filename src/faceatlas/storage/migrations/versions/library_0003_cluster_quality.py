@@ -1,7 +1,7 @@
 """library: a quality score per face (faceatlas.quality), read by clustering's quality gate
 
 Revision ID: library_0002_cluster
-Revises: library_0001
+Revises: library_0002_web_people
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "library_0002_cluster"
-down_revision = "library_0001"
+down_revision = "library_0002_web_people"
 branch_labels = None
 depends_on = None
 

@@ -1,22 +1,24 @@
-"""Running the engine for a request and shaping its faces the way CompreFace's core does."""
+"""Shaping results the way CompreFace answers them: faces as FacePredictionResultDto, plugin versions,
+similarities rounded as Java does."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import anyio.to_thread
 import numpy as np
 
 from faceatlas.api.collections import round_half_up
-from faceatlas.api.errors import NO_FACE, ApiError
-from faceatlas.api.params import CALCULATOR, FaceQuery
+from faceatlas.api.requests import CALCULATOR, FaceQuery
 from faceatlas.api.state import ServerState
-from faceatlas.errors import ImageError, ImageTooLargeError
 from faceatlas.face import DetectedFace
+from faceatlas.vectors import similarity_of_cosine
+
+# CompreFace's stored-image download headers (EmbeddingController: images never change)
+IMAGE_HEADERS = {"Cache-Control": "public, max-age=31536000"}
 
 # CompreFace skips these plugins when detection is off (CORE/constants.py SKIPPED_PLUGINS)
 _SKIPPED_WITHOUT_DETECTION = {"pose", "mask"}
-_ATTRIBUTE_PLUGINS = ("age", "gender", "pose", "landmarks2d106")
+_ATTRIBUTE_PLUGINS = ("age", "gender", "pose", "landmarks2d106", "mask")
 
 
 def engine_plugins(query: FaceQuery) -> tuple[str, ...]:
@@ -26,34 +28,9 @@ def engine_plugins(query: FaceQuery) -> tuple[str, ...]:
     return plugins
 
 
-async def analyze(
-    state: ServerState, data: bytes, query: FaceQuery, *, embed: bool, limit: int | None = None
-) -> list[DetectedFace]:
-    """Faces of one image, computed in the bounded worker pool so the event loop never waits."""
-    plugins = engine_plugins(query)
-    limit = query.limit if limit is None else limit
-
-    def work() -> list[DetectedFace]:
-        return state.engine.analyze(
-            data,
-            plugins=plugins,
-            embed=embed,
-            limit=limit,
-            det_threshold=query.det_prob_threshold,
-            detect=query.detect_faces,
-            timings={} if query.status else None,
-        )
-
-    try:
-        faces = await anyio.to_thread.run_sync(work, limiter=state.limiter)
-    except ImageTooLargeError as exc:
-        raise ApiError(413, 0, str(exc) or "The image is too large") from None
-    except ImageError as exc:
-        # CompreFace maps every 400 of its core (broken image included) to code 28
-        raise ApiError(400, 28, f"{NO_FACE.message}: {exc}" if str(exc) else NO_FACE.message) from None
-    if not faces:
-        raise NO_FACE
-    return faces
+def similarity(state: ServerState, cosines: np.ndarray) -> np.ndarray:
+    pack = state.engine.pack
+    return similarity_of_cosine(cosines, pack.c0, pack.c1)
 
 
 def plugins_versions(state: ServerState, query: FaceQuery, *, embedded: bool) -> dict[str, str]:
@@ -98,6 +75,8 @@ def face_json(face: DetectedFace, query: FaceQuery, *, round_probability: bool) 
             "roll": round(float(face.pose.roll), 5),
             "yaw": round(float(face.pose.yaw), 5),
         }
+    if "mask" in requested and face.mask is not None:
+        out["mask"] = {"probability": round_half_up(face.mask.probability), "value": face.mask.value}
     if CALCULATOR in requested and face.embedding is not None:
         out["embedding"] = [float(v) for v in face.embedding]
     if query.status:

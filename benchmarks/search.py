@@ -1,0 +1,199 @@
+"""Face-index benchmark: every backend of faceatlas.index on realistic (clustered) unit vectors.
+
+    PYTHONPATH=src python benchmarks/search.py [--sizes 100000,1000000] [--dims 128,512]
+        [--backends exact,exact-float16,hnsw,pgvector] [--pgvector URL] [--queries 200]
+
+Vectors: one centre per person (10 photos each) plus per-photo noise, so a photo's cosine to its person's
+centre is ~0.8 and two photos of one person ~0.64 (like real face embeddings, not uniform random).
+Queries are new photos of stored people. For each backend: build time, memory per face (resident-set
+growth), one-query latency p50/p99 (one thread, like the server), a 100-query batch, and recall@1 /
+recall@5 against the exact float32 answer. Results are merged into benchmarks/results/search.json
+(one entry per size x dim x backend); the load average is recorded, since this machine is shared.
+pgvector runs against ``--pgvector URL`` (e.g. the server ``.ci/pgvector-server start`` prints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from benchmarks.common import RESULTS, machine, rss_mb, summary
+from faceatlas.index import ExactIndex, FaceIndex, HnswIndex
+
+PER_PERSON = 10
+NOISE = 0.75  # norm of the per-photo noise around a unit centre
+
+
+def clustered(n: int, dim: int, seed: int, chunk: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, person of each vector); generated in chunks to bound the peak memory."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((max(1, n // PER_PERSON), dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    people = rng.integers(0, len(centres), n)
+    out = np.empty((n, dim), np.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        block = centres[people[start:stop]] + NOISE / np.sqrt(dim) * rng.standard_normal(
+            (stop - start, dim), dtype=np.float32
+        )
+        out[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out, people
+
+
+def query_photos(vectors: np.ndarray, people: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """New photos of stored people: the mean of a person's stored photos plus fresh noise."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(vectors), count)
+    dim = vectors.shape[1]
+    q = vectors[picks] + NOISE / np.sqrt(dim) * rng.standard_normal((count, dim), dtype=np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def make(backend: str, dim: int, url: str | None, n: int) -> FaceIndex:
+    if backend == "exact":
+        return ExactIndex(dim)
+    if backend == "exact-float16":
+        return ExactIndex(dim, dtype="float16")
+    if backend == "hnsw":
+        return HnswIndex(dim)
+    raise ValueError(backend)
+
+
+def build_pgvector(url: str, vectors: np.ndarray) -> tuple[FaceIndex, float, float]:
+    """Rows in service_face (bulk insert, not timed), then the vector column and HNSW index (timed)."""
+    from sqlalchemy import text
+
+    from faceatlas.index.pgvector import PgvectorIndex
+    from faceatlas.storage.db import Database
+    from faceatlas.storage.services import ServiceStore
+
+    db = Database.open(url)
+    store = ServiceStore(db)
+    name = f"bench-{len(vectors)}-{vectors.shape[1]}"
+    for record in store.list_services():
+        if record.name == name:
+            store.delete_service(record.id)
+    sid = store.create_service(name, "recognition", f"bench{vectors.shape[1]}").id
+    for start in range(0, len(vectors), 50_000):
+        chunk = vectors[start : start + 50_000]
+        store.add_faces_bulk(
+            sid, [f"p{start + i}" for i in range(len(chunk))], chunk, f"bench{vectors.shape[1]}"
+        )
+    with db.engine.begin() as conn:
+        size_before = conn.scalar(text("SELECT pg_database_size(current_database())"))
+    started = time.perf_counter()
+    index = PgvectorIndex(
+        db, "service_face", f"bench{vectors.shape[1]}", vectors.shape[1], {"service_id": sid}
+    )
+    index.sync()
+    with db.engine.begin() as conn:
+        conn.execute(text("VACUUM ANALYZE service_face") if False else text("ANALYZE service_face"))
+        size_after = conn.scalar(text("SELECT pg_database_size(current_database())"))
+    build = time.perf_counter() - started
+    return index, build, (size_after - size_before) / len(vectors)
+
+
+def measure(index: FaceIndex, queries: np.ndarray, truth: list[np.ndarray]) -> dict[str, object]:
+    single = []
+    found = []
+    for q in queries:
+        t = time.perf_counter()
+        hits = index.search(q[None, :], 5)[0]
+        single.append((time.perf_counter() - t) * 1e3)
+        found.append(hits.keys)
+    batch = queries[:100]
+    t = time.perf_counter()
+    index.search(batch, 5)
+    batch_ms = (time.perf_counter() - t) * 1e3
+    r1 = float(np.mean([len(f) > 0 and f[0] == t[0] for f, t in zip(found, truth, strict=True)]))
+    r5 = float(
+        np.mean(
+            [len(set(f[:5].tolist()) & set(t[:5].tolist())) / 5 for f, t in zip(found, truth, strict=True)]
+        )
+    )
+    return {
+        "one_query_ms": summary(single),
+        "batch_100_ms": round(batch_ms, 1),
+        "batch_per_query_ms": round(batch_ms / len(batch), 3),
+        "recall_at_1": round(r1, 4),
+        "recall_at_5": round(r5, 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--dims", default="128,512")
+    parser.add_argument("--backends", default="exact,exact-float16,hnsw")
+    parser.add_argument("--pgvector", default=os.environ.get("FACEATLAS_TEST_PGVECTOR"))
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    path = RESULTS / "search.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    results["machine"] = machine()
+    for n in [int(s) for s in args.sizes.split(",")]:
+        for dim in [int(d) for d in args.dims.split(",")]:
+            vectors, people = clustered(n, dim, seed=n + dim)
+            queries = query_photos(vectors, people, args.queries, seed=1)
+            with threadpool_limits(1, user_api="blas"):
+                exact = ExactIndex(dim)
+                exact.add(np.arange(n), np.zeros(n, np.int64), vectors)
+                truth = [h.keys for h in exact.search(queries, 5)]
+            del exact
+            gc.collect()
+            for backend in args.backends.split(","):
+                key = f"{n}x{dim}/{backend}"
+                print(key, "...", flush=True)
+                load_before = os.getloadavg()[0]
+                if backend == "pgvector":
+                    if not args.pgvector:
+                        print("  skipped: no --pgvector URL")
+                        continue
+                    index, build_s, per_face = build_pgvector(args.pgvector, vectors)
+                    memory = {"bytes_per_face_on_disk": round(per_face, 1)}
+                else:
+                    before = rss_mb()
+                    started = time.perf_counter()
+                    index = make(backend, dim, None, n)
+                    index.reserve(n)  # type: ignore[attr-defined]
+                    for start in range(0, n, 100_000):
+                        stop = min(n, start + 100_000)
+                        index.add(
+                            np.arange(start, stop), np.zeros(stop - start, np.int64), vectors[start:stop]
+                        )
+                    build_s = time.perf_counter() - started
+                    memory = {"bytes_per_face_resident": round((rss_mb() - before) * 2**20 / n, 1)}
+                with threadpool_limits(1, user_api="blas"):
+                    entry = {
+                        "faces": n,
+                        "dim": dim,
+                        "backend": backend,
+                        "build_s": round(build_s, 2),
+                        **memory,
+                        **measure(index, queries, truth),
+                        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                    }
+                print("  ", json.dumps(entry), flush=True)
+                results["runs"][key] = entry
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(results, indent=2, sort_keys=True))
+                del index
+                gc.collect()
+            del vectors
+            gc.collect()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""PostgreSQL + pgvector backend: the embeddings in a ``vector`` column with an HNSW index, searched in SQL.
+
+Tables keep their float32 blob (the source of truth every backend reads); the pgvector column beside it,
+``embedding_vector``, is filled from the blob by :meth:`PgvectorIndex.sync` (a partial index finds the
+rows still missing it, and a trigger clears it whenever the blob changes). One HNSW index per pack
+(partial, ``WHERE pack = '<pack>'``, over ``embedding_vector::vector(<dim>)``) serves every service or
+library of that pack; a search filters by the owner's id with pgvector's iterative index scans.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_first, empty_hits, unit_rows
+from faceatlas.storage.db import Database
+
+log = logging.getLogger("faceatlas.index")
+
+VECTOR_COLUMN = "embedding_vector"
+#: tables that carry a pgvector column: table -> (key column, group column)
+VECTOR_TABLES = {"service_face": ("id", "subject_id"), "library_faces": ("id", "photo_id")}
+BACKFILL_CHUNK = 2_000
+MISSING_EXTENSION = (
+    "the pgvector index needs PostgreSQL with the 'vector' extension (pgvector): install it on the "
+    "database server and run CREATE EXTENSION vector, or choose --index exact/hnsw/auto"
+)
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(v):.7g}" for v in vector) + "]"
+
+
+def extension_available(conn: Connection) -> bool:
+    """Whether the server has pgvector installed (it may still need CREATE EXTENSION)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    return bool(conn.scalar(text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")))
+
+
+def add_vector_column(conn: Connection, table: str) -> bool:
+    """Create the extension, the column, its missing-rows index and the clearing trigger (idempotent).
+    Returns False (and changes nothing) where pgvector is not available."""
+    if not extension_available(conn):
+        return False
+    key = VECTOR_TABLES[table][0]
+    if not conn.scalar(text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")):
+        try:
+            with conn.begin_nested():  # a role that may not create it leaves the transaction usable
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+        except DBAPIError:
+            log.warning("pgvector is installed but this role cannot CREATE EXTENSION vector")
+            return False
+    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {VECTOR_COLUMN} vector"))
+    conn.execute(
+        text(
+            f"CREATE INDEX IF NOT EXISTS ix_{table}_vector_missing ON {table} ({key}) "
+            f"WHERE {VECTOR_COLUMN} IS NULL"
+        )
+    )
+    conn.execute(
+        text(
+            f"""CREATE OR REPLACE FUNCTION {table}_clear_vector() RETURNS trigger AS $$
+            BEGIN
+              IF NEW.embedding IS DISTINCT FROM OLD.embedding THEN NEW.{VECTOR_COLUMN} := NULL; END IF;
+              RETURN NEW;
+            END $$ LANGUAGE plpgsql"""
+        )
+    )
+    conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_clear_vector ON {table}"))
+    conn.execute(
+        text(
+            f"CREATE TRIGGER {table}_clear_vector BEFORE UPDATE OF embedding ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {table}_clear_vector()"
+        )
+    )
+    return True
+
+
+def drop_vector_column(conn: Connection, table: str) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_clear_vector ON {table}"))
+    conn.execute(text(f"DROP FUNCTION IF EXISTS {table}_clear_vector()"))
+    conn.execute(text(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {VECTOR_COLUMN}"))
+
+
+def _pack_literal(pack: str) -> str:
+    # the pack goes into a partial index predicate, which a bound parameter cannot match
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", pack):
+        raise ValueError(f"pack id {pack!r} cannot name a pgvector index")
+    return "'" + pack + "'"
+
+
+@dataclass
+class PgvectorIndex(FaceIndex):
+    """Faces of one owner (``where``, e.g. ``{"service_id": 3}``) and one pack in ``table``.
+
+    ``add`` and ``remove`` only maintain the vector column of rows the table already holds (the rows
+    themselves are written by the storage layer); :meth:`sync` fills every row still missing it.
+    """
+
+    db: Database
+    table: str
+    pack: str
+    dim: int
+    where: Mapping[str, int] = field(default_factory=dict)
+    key_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.int64))
+    ef_search: int = 100
+    kind: str = "pgvector"
+
+    def __post_init__(self) -> None:
+        if self.db.is_sqlite:
+            raise IndexUnavailableError(MISSING_EXTENSION + " (this database is SQLite)")
+        self.key_column, self.group_column = VECTOR_TABLES[self.table]
+        slug = re.sub(r"[^a-z0-9]", "_", self.pack.lower())
+        self.index_name = f"ix_{self.table}_hnsw_{slug}_{self.dim}"
+        self.cast = f"{VECTOR_COLUMN}::vector({int(self.dim)})"
+        filters = [f"pack = {_pack_literal(self.pack)}", f"{VECTOR_COLUMN} IS NOT NULL"]
+        filters += [f"{column} = :{column}" for column in self.where]
+        self.filter_sql = " AND ".join(filters)
+        with self.db.engine.begin() as conn:
+            if not add_vector_column(conn, self.table):
+                raise IndexUnavailableError(MISSING_EXTENSION)
+            conn.execute(
+                text(
+                    f"CREATE INDEX IF NOT EXISTS {self.index_name} ON {self.table} "
+                    f"USING hnsw (({self.cast}) vector_ip_ops) WITH (m = 16, ef_construction = 64) "
+                    f"WHERE pack = {_pack_literal(self.pack)}"
+                )
+            )
+
+    def _owner(self) -> dict[str, int]:
+        return dict(self.where)
+
+    def __len__(self) -> int:
+        with self.db.engine.connect() as conn:
+            return int(
+                conn.scalar(text(f"SELECT count(*) FROM {self.table} WHERE {self.filter_sql}"), self._owner())
+                or 0
+            )
+
+    def sync(self) -> int:
+        """Fill the vector column of this owner's rows that lack it; returns how many were filled."""
+        owner = " AND ".join(
+            [f"{VECTOR_COLUMN} IS NULL", f"pack = {_pack_literal(self.pack)}"]
+            + [f"{column} = :{column}" for column in self.where]
+        )
+        filled, after = 0, None
+        while True:
+            # walk the missing rows by key: rows skipped below (another embedding size) are not met again
+            page = f" AND {self.key_column} > :after" if after is not None else ""
+            sql = (
+                f"SELECT {self.key_column}, embedding FROM {self.table} WHERE {owner}{page} "
+                f"ORDER BY {self.key_column} LIMIT {BACKFILL_CHUNK}"
+            )
+            with self.db.engine.begin() as conn:
+                rows = conn.execute(text(sql), {**self._owner(), "after": after}).all()
+                if not rows:
+                    return filled
+                after = rows[-1][0]
+                rows = [r for r in rows if r[1] is not None and len(r[1]) == 4 * self.dim]
+                if rows:
+                    vectors = np.frombuffer(b"".join(r[1] for r in rows), "<f4").reshape(len(rows), -1)
+                    self._write(conn, [r[0] for r in rows], unit_rows(vectors))
+                    filled += len(rows)
+
+    def _write(self, conn: Connection, keys: list, vectors: np.ndarray) -> None:
+        conn.execute(
+            text(
+                f"UPDATE {self.table} SET {VECTOR_COLUMN} = CAST(:v AS vector) WHERE {self.key_column} = :k"
+            ),
+            [{"k": k, "v": vector_literal(v)} for k, v in zip(keys, vectors, strict=True)],
+        )
+
+    def add(self, keys: np.ndarray, groups: np.ndarray, vectors: np.ndarray) -> None:
+        values = [k.decode() if isinstance(k, bytes) else int(k) for k in np.asarray(keys).ravel()]
+        if values:
+            with self.db.engine.begin() as conn:
+                self._write(conn, values, unit_rows(vectors))
+
+    def remove(self, keys: np.ndarray) -> int:
+        values = [k.decode() if isinstance(k, bytes) else int(k) for k in np.asarray(keys).ravel()]
+        if not values:
+            return 0
+        with self.db.engine.begin() as conn:
+            result = conn.execute(
+                text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = NULL WHERE {self.key_column} = :k"),
+                [{"k": k} for k in values],
+            )
+        return int(result.rowcount or 0)
+
+    def clear(self) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = NULL WHERE {self.filter_sql}"), self._owner()
+            )
+
+    def _top(self, conn: Connection, query: np.ndarray, limit: int | None) -> list:
+        # the ORDER BY expression must be the indexed one for PostgreSQL to use the HNSW index
+        query_vector = f"CAST(:q AS vector({self.dim}))"
+        sql = (
+            f"SELECT {self.key_column}, {self.group_column}, ({self.cast} <#> {query_vector}) "
+            f"FROM {self.table} WHERE {self.filter_sql} ORDER BY {self.cast} <#> {query_vector}"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return conn.execute(text(sql), {"q": vector_literal(query), **self._owner()}).all()
+
+    def search(self, queries: np.ndarray, k: int, *, unique_groups: bool = False) -> list[Hits]:
+        queries = unit_rows(queries)
+        if queries.shape[1] != self.dim:
+            return [empty_hits(self.key_dtype) for _ in range(len(queries))]
+        results = []
+        with self.db.engine.begin() as conn:
+            for query in queries:
+                fetch: int | None = None if k <= 0 else (k if not unique_groups else max(4 * k, 32))
+                while True:
+                    # iterative scans keep walking the graph until the owner filter yields enough rows
+                    conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+                    conn.execute(
+                        text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(fetch or 1000, 1000))}")
+                    )
+                    rows = self._top(conn, query, fetch)
+                    keys = np.array(
+                        [r[0].encode() if isinstance(r[0], str) else r[0] for r in rows], self.key_dtype
+                    )
+                    groups = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+                    cosines = -np.fromiter((r[2] for r in rows), np.float32, len(rows))
+                    order = best_first(cosines, groups, k, unique_groups)
+                    if not unique_groups or fetch is None or len(order) >= k or len(rows) < fetch:
+                        break
+                    fetch = 4 * fetch if fetch < 4000 else None
+                results.append(Hits(keys[order], groups[order], cosines[order]))
+        return results
+
+    def describe(self) -> dict[str, object]:
+        return {"backend": self.kind, "faces": len(self), "dim": self.dim, "index": self.index_name}

@@ -1,0 +1,453 @@
+"""faceatlas.index: one behavioural suite run on every backend.
+
+The in-memory backends (exact float32, exact float16, HNSW) run on SQLite and, when
+FACEATLAS_TEST_POSTGRES is set, on PostgreSQL; the pgvector backend runs on the PostgreSQL 18 +
+pgvector server that ``.ci/pgvector-server`` starts (FACEATLAS_TEST_PGVECTOR, set by CI).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import inspect, text
+
+from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError, IndexUnavailableError
+from faceatlas.index.service import IndexOptions, ServiceCollections
+from faceatlas.storage.db import Database, sqlite_url
+from faceatlas.storage.services import ServiceStore
+from tests.api_helpers import drop_postgres_database, fresh_postgres_url
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 16
+
+
+def clustered_unit_vectors(n: int, dim: int, seed: int = 0, per_person: int = 8) -> np.ndarray:
+    """Faces of n / per_person people: a centre each plus per-photo noise (like real embeddings)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(1, n // per_person), dim)).astype(np.float32)
+    x = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- the index itself
+MEMORY_BACKENDS = {
+    "exact": lambda dim: ExactIndex(dim),
+    "exact-float16": lambda dim: ExactIndex(dim, dtype="float16"),
+    "hnsw": lambda dim: HnswIndex(dim),
+}
+
+
+@pytest.fixture(params=sorted(MEMORY_BACKENDS))
+def make_index(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    return MEMORY_BACKENDS[request.param]
+
+
+def test_add_replace_remove_and_search(make_index) -> None:  # type: ignore[no-untyped-def]
+    vectors = clustered_unit_vectors(3000, DIM)
+    index: FaceIndex = make_index(DIM)
+    keys = np.arange(3000, dtype=np.int64) * 7
+    index.add(keys, np.arange(3000) // 10, vectors * 3.0)  # not unit length: the index normalises
+    assert len(index) == 3000
+    hits = index.search(vectors[:4], 5)
+    assert [int(h.keys[0]) for h in hits] == [0, 7, 14, 21]
+    assert hits[0].cosines[0] == pytest.approx(1.0, abs=2e-3)
+    assert list(hits[0].cosines) == sorted(hits[0].cosines, reverse=True)
+    # re-adding a key replaces it
+    index.add(keys[:1], [99], vectors[2999:3000])
+    assert len(index) == 3000
+    assert sorted(index.search(vectors[2999:3000], 2)[0].keys.tolist()) == [0, 2999 * 7]
+    # one result per group
+    best = index.search(vectors[5:6], 20, unique_groups=True)[0]
+    assert len(set(best.groups.tolist())) == len(best) == 20
+    assert index.remove(keys[:1500]) == 1500 and index.remove(keys[:10]) == 0
+    assert len(index) == 1500
+    found = index.search(vectors[:1], 10)[0].keys
+    assert not set(found.tolist()) & set(keys[:1500].tolist())
+    # freed room is reused
+    index.add(keys[:100], np.zeros(100), vectors[:100])
+    assert len(index) == 1600 and int(index.search(vectors[50:51], 1)[0].keys[0]) == 350
+    assert index.search(np.zeros((1, DIM + 1), np.float32), 3)[0].keys.size == 0
+
+
+def test_knn_for_a_graph(make_index) -> None:  # type: ignore[no-untyped-def]
+    vectors = clustered_unit_vectors(500, DIM, seed=3)
+    index: FaceIndex = make_index(DIM)
+    index.add(np.arange(500), np.arange(500), vectors)
+    keys, cosines = index.knn(vectors[:50], 6)
+    assert keys.shape == cosines.shape == (50, 6)
+    assert (keys[:, 0] == np.arange(50)).all()
+    exact = np.sort(vectors[:50] @ vectors.T, axis=1)[:, ::-1][:, :6]
+    np.testing.assert_allclose(cosines, exact, atol=3e-3)
+    small = make_index(DIM)
+    small.add(np.arange(3), np.arange(3), vectors[:3])
+    keys, cosines = small.knn(vectors[:1], 5)
+    assert np.isinf(cosines[0, 3:]).all() and sorted(keys[0, :3].tolist()) == [0, 1, 2]
+
+
+def test_recall_against_exact_on_clustered_faces() -> None:
+    vectors = clustered_unit_vectors(20_000, 64, seed=5)
+    # a query is another photo of someone stored
+    noise = np.random.default_rng(6).normal(size=(200, 64)).astype(np.float32) * 0.04
+    queries = vectors[::100] + noise
+    exact, hnsw = ExactIndex(64), HnswIndex(64)
+    for index in (exact, hnsw):
+        index.add(np.arange(len(vectors)), np.zeros(len(vectors)), vectors)
+    truth = [set(h.keys.tolist()) for h in exact.search(queries, 5)]
+    found = [set(h.keys.tolist()) for h in hnsw.search(queries, 5)]
+    recall = np.mean([len(t & f) / 5 for t, f in zip(truth, found, strict=True)])
+    assert recall >= 0.98
+
+
+def test_saved_index_reopens_without_rebuilding(make_index, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    vectors = clustered_unit_vectors(1000, DIM, seed=9)
+    index = make_index(DIM)
+    index.add(np.arange(1000), np.arange(1000) % 7, vectors)
+    index.remove(np.arange(10))
+    index.save(tmp_path / "ix", {"version": 12})
+    loaded, meta = type(index).load(tmp_path / "ix")
+    assert meta["version"] == 12 and len(loaded) == 990
+    for a, b in zip(index.search(vectors[5:20], 3), loaded.search(vectors[5:20], 3), strict=True):
+        assert a.keys.tolist() == b.keys.tolist() and a.groups.tolist() == b.groups.tolist()
+    loaded.add(np.array([5000]), [1], vectors[:1])  # a reopened index keeps growing
+    assert int(loaded.search(vectors[:1], 1)[0].keys[0]) == 5000
+    if isinstance(loaded, ExactIndex):
+        assert isinstance(loaded._matrix, np.memmap)
+
+
+# --------------------------------------------------------------------------- the server's collections
+@pytest.fixture(scope="module")
+def postgres_urls() -> Iterator[dict[str, str | None]]:
+    urls = {
+        "postgresql": fresh_postgres_url("index"),
+        "pgvector": fresh_postgres_url("index", "FACEATLAS_TEST_PGVECTOR"),
+    }
+    yield urls
+    for key, env in (("postgresql", "FACEATLAS_TEST_POSTGRES"), ("pgvector", "FACEATLAS_TEST_PGVECTOR")):
+        if urls[key]:
+            drop_postgres_database(urls[key], env)  # type: ignore[arg-type]
+
+
+BACKENDS = [
+    ("exact", "sqlite"),
+    ("exact-float16", "sqlite"),
+    ("hnsw", "sqlite"),
+    ("exact", "postgresql"),
+    ("hnsw", "postgresql"),
+    ("pgvector", "pgvector"),
+]
+
+
+@pytest.fixture(params=BACKENDS, ids=[f"{b}-{d}" for b, d in BACKENDS])
+def backend(request: pytest.FixtureRequest, tmp_path: Path, postgres_urls: dict) -> Iterator[tuple[str, str]]:
+    kind, database = request.param
+    if database == "sqlite":
+        url = sqlite_url(tmp_path / "faceatlas.db")
+    else:
+        url = postgres_urls[database]
+        if url is None:
+            env = "FACEATLAS_TEST_POSTGRES" if database == "postgresql" else "FACEATLAS_TEST_PGVECTOR"
+            pytest.skip(f"{env} is not set (CI sets it)")
+    yield kind, url
+    if database != "sqlite":
+        db = Database(url)
+        store = ServiceStore(db)
+        for record in store.list_services():  # the module shares one database per server
+            store.delete_service(record.id)
+        db.dispose()
+
+
+def options_for(kind: str, snapshot_dir: Path | None = None, snapshot_min: int = 0) -> IndexOptions:
+    if kind == "exact-float16":
+        return IndexOptions(
+            "exact", exact_dtype="float16", snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min
+        )
+    return IndexOptions(kind, snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min)
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_collection_follows_writes_of_another_process(backend: tuple[str, str]) -> None:
+    kind, url = backend
+    mine_db, their_db = Database.open(url), Database(url)
+    store, other = ServiceStore(mine_db), ServiceStore(their_db)
+    try:
+        sid = store.create_service("people", "recognition", "sface").id
+        mine = ServiceCollections(store, "sface", DIM, 0.0, options_for(kind)).get(sid)
+        theirs = ServiceCollections(other, "sface", DIM, 0.0, options_for(kind)).get(sid)
+        assert len(mine) == len(theirs) == 0
+        ids = [store.add_face(sid, f"p{i % 3}", unit(i), "sface")[0] for i in range(6)]
+        store.add_face(sid, "p0", np.ones(DIM + 4, np.float32), "arcface")  # another pack: never searched
+        theirs.sync()
+        assert len(theirs) == 6
+        best = theirs.search(unit(4)[None], 1)[0][0]
+        assert (best.image_id, best.subject) == (ids[4], "p1")
+        assert best.cosine == pytest.approx(1.0, abs=2e-3)
+
+        store.delete_face(sid, ids[4])
+        store.rename_subject(sid, "p2", "p0")
+        theirs.sync()
+        assert len(theirs) == 5
+        assert theirs.search(unit(4)[None], 1)[0][0].image_id != ids[4]
+        assert {m.subject for m in theirs.search(unit(0)[None], 0)[0]} == {"p0", "p1"}
+        store.set_embedding(sid, ids[0], unit(50), "sface")  # re-embedded: replaced, not duplicated
+        theirs.sync()
+        assert len(theirs) == 5
+        best = theirs.search(unit(50)[None], 1)[0][0]
+        assert best.image_id == ids[0] and best.cosine == pytest.approx(1.0, abs=2e-3)
+        per_subject = theirs.search(unit(1)[None], 0, unique_subjects=True)[0]
+        assert sorted(m.subject for m in per_subject) == ["p0", "p1"]
+        mine.sync(force=True)
+        assert len(mine) == 5
+    finally:
+        mine_db.dispose()
+        their_db.dispose()
+
+
+def test_concurrent_writers_lose_nothing(backend: tuple[str, str]) -> None:
+    kind, url = backend
+    db = Database.open(url)
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("busy", "recognition", "sface").id
+        collections = ServiceCollections(store, "sface", DIM, 0.0, options_for(kind))
+        collection = collections.get(sid)
+        written: list[str] = []
+        errors: list[BaseException] = []
+
+        def writer(offset: int) -> None:
+            try:
+                writer_store = ServiceStore(Database(url))
+                for i in range(15):
+                    face_id, _ = writer_store.add_face(
+                        sid, f"w{offset}", unit(1000 + offset * 100 + i), "sface"
+                    )
+                    written.append(face_id)
+                    collections.after_write(sid)
+                    collection.search(unit(i)[None], 3)
+                writer_store.db.dispose()
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        collection.sync(force=True)
+        assert len(collection) == 60 == store.count_faces(service_id=sid)
+        for offset in range(4):
+            best = collection.search(unit(1000 + offset * 100 + 7)[None], 1)[0][0]
+            assert best.subject == f"w{offset}" and best.cosine == pytest.approx(1.0, abs=2e-3)
+        assert {m.image_id for m in collection.search(unit(0)[None], 0)[0]} == set(written)
+    finally:
+        db.dispose()
+
+
+SECOND_PROCESS = """
+import sys, numpy as np
+from faceatlas.index.service import IndexOptions, ServiceCollections
+from faceatlas.storage.db import Database
+from faceatlas.storage.services import ServiceStore
+url, kind, dtype, sid, dim = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+store = ServiceStore(Database(url))
+collection = ServiceCollections(store, "sface", dim, 0.0, IndexOptions(kind, exact_dtype=dtype)).get(sid)
+query = np.frombuffer(bytes.fromhex(sys.stdin.read().strip()), np.float32)[None]
+best = collection.search(query, 1)[0][0]
+print(len(collection), best.image_id, best.subject)
+"""
+
+
+def test_a_second_process_sees_the_writes(backend: tuple[str, str]) -> None:
+    kind, url = backend
+    db = Database.open(url)
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("shared", "recognition", "sface").id
+        ids = [store.add_face(sid, f"s{i}", unit(200 + i), "sface")[0] for i in range(5)]
+        backend_name, dtype = ("exact", "float16") if kind == "exact-float16" else (kind, "float32")
+        out = subprocess.run(
+            [sys.executable, "-c", SECOND_PROCESS, url, backend_name, dtype, str(sid), str(DIM)],
+            input=unit(203).tobytes().hex(),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            timeout=120,
+            check=True,
+        ).stdout.split()
+        assert out == ["5", ids[3], "s3"]
+    finally:
+        db.dispose()
+
+
+MEMORY_ONLY = [
+    b for b in BACKENDS if b[0] != "pgvector"
+]  # pgvector keeps no snapshot: the rows are the index
+
+
+@pytest.mark.parametrize("backend", MEMORY_ONLY, ids=[f"{b}-{d}" for b, d in MEMORY_ONLY], indirect=True)
+def test_restart_opens_the_snapshot_and_replays_the_log(backend: tuple[str, str], tmp_path: Path) -> None:
+    kind, url = backend
+    snapshots = tmp_path / "snapshots"
+    db = Database.open(url)
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("big", "recognition", "sface").id
+        vectors = clustered_unit_vectors(400, DIM, seed=11)
+        ids = store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
+        first = ServiceCollections(store, "sface", DIM, 0.0, options_for(kind, snapshots, 100))
+        assert len(first.get(sid)) == 400
+        snapshot = next(snapshots.iterdir())
+        assert (snapshot / "meta.json").is_file()
+        # written after the snapshot: the next start must replay them
+        new_id, _ = store.add_face(sid, "late", unit(777), "sface")
+        store.delete_face(sid, ids[0])
+        restarted = ServiceCollections(store, "sface", DIM, 0.0, options_for(kind, snapshots, 100)).get(sid)
+        assert len(restarted) == 400
+        assert restarted.search(unit(777)[None], 1)[0][0].image_id == new_id
+        assert ids[0] not in {m.image_id for m in restarted.search(vectors[0][None], 5)[0]}
+        assert restarted.search(vectors[10][None], 1)[0][0].image_id == ids[10]
+        if kind.startswith("exact"):
+            assert restarted.index.describe()["memory_mapped"] is True
+    finally:
+        db.dispose()
+
+
+def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
+    db = Database.open(sqlite_url(tmp_path / "auto.db"))
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("grows", "recognition", "sface").id
+        vectors = clustered_unit_vectors(3000, DIM, seed=13)
+        ids = store.add_faces_bulk(sid, [f"s{i % 300}" for i in range(3000)], vectors, "sface")
+        options = IndexOptions("auto", hnsw_from=1000, snapshot_dir=tmp_path / "snap", snapshot_min_faces=0)
+        collections = ServiceCollections(store, "sface", DIM, 0.0, options)
+        collection = collections.get(sid)
+        assert collection.index.kind == "exact"  # searchable before the graph exists
+        late, _ = store.add_face(sid, "late", unit(4242), "sface")  # written while the graph builds
+        store.delete_face(sid, ids[7])
+        collections.after_write(sid)
+        collection.wait_for_build(120)
+        assert collection.index.kind == "hnsw" and len(collection) == 3000
+        assert collection.search(unit(4242)[None], 1)[0][0].image_id == late
+        assert ids[7] not in {m.image_id for m in collection.search(vectors[7][None], 10)[0]}
+        assert [p.name for p in (tmp_path / "snap").iterdir()] == [f"service-{sid}-sface-hnsw"]
+        reopened = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
+        assert reopened.index.kind == "hnsw" and len(reopened) == 3000
+    finally:
+        db.dispose()
+
+
+# --------------------------------------------------------------------------- settings and errors
+def test_unknown_backend_and_missing_extension(tmp_path: Path) -> None:
+    with pytest.raises(IndexSettingError, match="exact, hnsw, pgvector, auto"):
+        IndexOptions("faiss")
+    db = Database.open(sqlite_url(tmp_path / "x.db"))
+    store = ServiceStore(db)
+    sid = store.create_service("p", "recognition", "sface").id
+    with pytest.raises(IndexUnavailableError, match="vector' extension"):
+        ServiceCollections(store, "sface", DIM, 0.0, IndexOptions("pgvector")).get(sid)
+    db.dispose()
+    url = fresh_postgres_url("novector")
+    if url is None:
+        return
+    try:
+        pg = Database.open(url)  # Debian's PostgreSQL 15 here has no pgvector: migrations still run
+        assert "embedding_vector" not in {c["name"] for c in inspect(pg.engine).get_columns("service_face")}
+        with pytest.raises(IndexUnavailableError, match="CREATE EXTENSION vector"):
+            ServiceCollections(ServiceStore(pg), "sface", DIM, 0.0, IndexOptions("pgvector")).get(1)
+        pg.dispose()
+    finally:
+        drop_postgres_database(url)
+
+
+def test_pgvector_migration_adds_the_column() -> None:
+    url = fresh_postgres_url("migration", "FACEATLAS_TEST_PGVECTOR")
+    if url is None:
+        pytest.skip("FACEATLAS_TEST_PGVECTOR is not set (CI sets it)")
+    try:
+        db = Database.open(url)
+        with db.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT table_name FROM information_schema.columns WHERE column_name = 'embedding_vector'"
+                )
+            ).all()
+        assert {r[0] for r in rows} == {"service_face", "library_faces"}
+        db.dispose()
+    finally:
+        drop_postgres_database(url, "FACEATLAS_TEST_PGVECTOR")
+
+
+# --------------------------------------------------------------------------- the library's search
+def _add_photo(db: Database, path: str, vectors: np.ndarray) -> list[int]:
+    from sqlalchemy import insert
+
+    from faceatlas.library.tables import Face, Photo
+
+    with db.session() as s:
+        photo_id = s.execute(
+            insert(Photo).values(path=path, size=1, mtime=0.0).returning(Photo.id)
+        ).scalar_one()
+        ids = []
+        for v in vectors:
+            row = Face(
+                photo_id=photo_id,
+                x_min=0,
+                y_min=0,
+                x_max=50,
+                y_max=50,
+                score=0.9,
+                embedding=np.asarray(v, np.float32).tobytes(),
+                pack="sface",
+            )
+            s.add(row)
+            s.flush()
+            ids.append(row.id)
+    return ids
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_library_search_reopens_its_snapshot_and_follows_changes(kind: str, tmp_path: Path) -> None:
+    from sqlalchemy import delete
+
+    from faceatlas.library.search import LibraryIndex, search_by_embedding
+    from faceatlas.library.store import open_library
+    from faceatlas.library.tables import Face
+
+    db = open_library(tmp_path / "lib")
+    vectors = clustered_unit_vectors(600, DIM, seed=21)
+    face_ids = [fid for p in range(200) for fid in _add_photo(db, f"/p/{p}.jpg", vectors[3 * p : 3 * p + 3])]
+    first = LibraryIndex(db, "sface", backend=kind)
+    hits = search_by_embedding(db, vectors[31], pack="sface", threshold=0.5, top=5)
+    assert hits[0].face_id == face_ids[31] and hits[0].path == "/p/10.jpg" and hits[0].match
+    assert len({h.photo_id for h in hits}) == len(hits) == 5  # one hit per photo
+    first.sync()
+    assert len(first.index) == 600
+
+    # another process: opens the saved index, reads no embedding
+    reopened = LibraryIndex(db, "sface", backend=kind)
+    reopened._load_rows = None  # type: ignore[assignment,method-assign]  # would fail if called
+    ids, cosines = reopened.search(vectors[100], 1)
+    assert ids.tolist() == [face_ids[100]] and cosines[0] == pytest.approx(1.0, abs=2e-3)
+
+    # new photos are appended; a re-indexed photo (faces replaced) forces a reload
+    extra = clustered_unit_vectors(3, DIM, seed=22)
+    new_ids = _add_photo(db, "/p/new.jpg", extra)
+    later = LibraryIndex(db, "sface", backend=kind)
+    assert later.search(extra[1], 1)[0].tolist() == [new_ids[1]]
+    with db.session() as s:
+        s.execute(delete(Face).where(Face.id.in_(face_ids[:3])))
+    ids, _ = later.search(vectors[0], 3)
+    assert not set(ids.tolist()) & set(face_ids[:3]) and len(later.index) == 600
+    db.dispose()
