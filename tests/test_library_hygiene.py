@@ -199,6 +199,23 @@ def test_a_missing_library_is_an_error(tmp_path, command):
     assert not missing.exists() and not missing.parent.exists()
 
 
+def lfw_links(shared: Path, tmp_path: Path) -> Path:
+    """A folder of 240 LFW photos (links): long enough to index that a signal lands mid-run."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for person in lfw_people(shared, 40, 6):
+        for image in person:
+            (root / image.name).symlink_to(image)
+    return root
+
+
+def index_command(root: Path, library: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """``faceatlas index ROOT --library LIBRARY OPTIONS`` as a subprocess command line and environment."""
+    cmd = [sys.executable, "-c", "from faceatlas.cli.main import main; main()", "index", str(root)]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return [*cmd, "--library", str(library), *options], env
+
+
 def _photo_count(db_file: Path) -> int:
     import sqlite3
 
@@ -230,23 +247,8 @@ def session_processes(session_id: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigkill_of_index_leaves_no_worker_behind(shared, tmp_path):
-    root = tmp_path / "photos"
-    root.mkdir()
-    for person in lfw_people(shared, 40, 6):
-        for image in person:
-            (root / image.name).symlink_to(image)
-    cmd = [
-        sys.executable,
-        "-c",
-        "from faceatlas.cli.main import main; main()",
-        "index",
-        str(root),
-        "--library",
-        str(tmp_path / "lib"),
-        "--workers",
-        "2",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    root = lfw_links(shared, tmp_path)
+    cmd, env = index_command(root, tmp_path / "lib", "--workers", "2")
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -271,24 +273,8 @@ def test_sigkill_of_index_leaves_no_worker_behind(shared, tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a process group")
 def test_ctrl_c_during_index_says_how_to_resume(shared, tmp_path):
-    root = tmp_path / "photos"
-    root.mkdir()
-    for person in lfw_people(shared, 40, 6):
-        for image in person:
-            (root / image.name).symlink_to(image)
-    library = tmp_path / "lib"
-    cmd = [
-        sys.executable,
-        "-c",
-        "from faceatlas.cli.main import main; main()",
-        "index",
-        str(root),
-        "--library",
-        str(library),
-        "--workers",
-        "1",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    root = lfw_links(shared, tmp_path)
+    cmd, env = index_command(root, tmp_path / "lib", "--workers", "1")
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
