@@ -291,3 +291,38 @@ def test_ctrl_c_during_index_says_how_to_resume(shared, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Run the same command again to resume" in err
     assert str(root) in err
+
+
+def test_hidden_people_and_manual_assignments_survive_rebuild(tmp_path):
+    from sqlalchemy import update
+
+    from faceatlas.library.people import assign_face, hide_person
+
+    db = open_library(tmp_path / "lib")
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 32))
+    photos = [[a + rng.normal(scale=0.05, size=32)] for _ in range(5)]
+    photos += [[b + rng.normal(scale=0.05, size=32)] for _ in range(5)]
+    LibraryWriter(db).write(
+        [
+            PhotoResult(FileEntry(f"/p/{i}.jpg", 1, 1.0), f"h{i}", faces=[make_face(v)], pack="synthetic")
+            for i, vs in enumerate(photos)
+            for v in vs
+        ]
+    )
+    with db.session() as s:
+        blurred = s.scalar(select(Face.id).order_by(Face.id.desc()))  # a face of person b ...
+        s.execute(update(Face).where(Face.id == blurred).values(quality=0.05))  # ... below the gate
+    options = ClusterOptions(threshold=0.5, min_face_size=10, min_quality=0.3)
+    cluster_library(db, "synthetic", options)
+    first, second = list_people(db)
+    assert (first.faces, second.faces) == (5, 4)  # the low-quality face joined nobody
+    hide_person(db, second.id)
+    assign_face(db, blurred, second.id)  # by hand, a below-gate face can be assigned
+    for rebuild in (True, False, True):
+        cluster_library(db, "synthetic", options, rebuild=rebuild)
+        with db.session() as s:
+            assert s.get(Face, blurred).person_id == second.id
+            hidden = s.get(Person, second.id)
+            assert hidden is not None and hidden.hidden
+        assert sorted(p.faces for p in list_people(db)) == [5, 5]
