@@ -194,7 +194,7 @@ def test_person_names_are_case_insensitive(tmp_path):
 def test_a_missing_library_is_an_error(tmp_path, command):
     missing = tmp_path / "nope" / "library.db"
     result = CliRunner().invoke(cli, [*command, "--library", str(missing)])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a refusal, like every other (tests/test_cli_errors.py)
     assert "no library at" in result.output
     assert not missing.exists() and not missing.parent.exists()
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from faceatlas.cli.common import load_engine
+from faceatlas.cli.common import CommandError, load_engine
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -34,7 +34,7 @@ def _open(library: str | None, *, create: bool = False):  # type: ignore[no-unty
     parsed = make_url(url)
     is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     if not create and is_file and not Path(str(parsed.database)).is_file():
-        raise click.ClickException(
+        raise CommandError(
             f"no library at {parsed.database}; index photos into it first: "
             f"faceatlas index FOLDER --library {library or parsed.database}"
         )
@@ -413,8 +413,8 @@ def search(face_image: Path, library: str | None, pack: str, top: int, index: st
     """Photos that contain the person in FACE_IMAGE, best first."""
     from faceatlas.library.search import search_by_image
 
-    db = _open(library)
-    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top, index=index)
+    engine = load_engine(pack, attributes=False)  # an unusable pack is the first thing to say
+    hits = search_by_image(_open(library), engine, face_image, top=top, index=index)
     if as_json:
         click.echo(
             json.dumps(
