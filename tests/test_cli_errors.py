@@ -35,7 +35,7 @@ def _faceatlas(*args: str, models: Path, data: Path) -> subprocess.CompletedProc
         ),
         (
             ("search", str(OBAMA), "--pack", "buffalo_l", "--library", "{library}"),
-            "faceatlas models pull buffalo_l",
+            "no library at",
         ),
         (("models", "pull", "nosuchpack"), "unknown model pack 'nosuchpack'"),
         (("serve", "--pack", "nosuch", "--port", "0"), "unknown model pack 'nosuch'"),

@@ -25,6 +25,7 @@ without breaking existing ``except`` clauses::
     │   ├── SubjectExistsError
     │   └── SubjectNotFoundError (LookupError)
     ├── LibraryError ....................... a photo-library operation failed
+    │   ├── LibraryNotFoundError (LookupError)
     │   ├── PersonNotFoundError (LookupError)
     │   ├── FaceNotFoundError (LookupError)
     │   ├── DecisionError (ValueError)
@@ -133,6 +134,10 @@ class SubjectNotFoundError(StoreError, LookupError):
 
 class LibraryError(FaceAtlasError):
     """A photo-library operation failed."""
+
+
+class LibraryNotFoundError(LibraryError, LookupError):
+    """No library at that path or with that id (only indexing creates one)."""
 
 
 class PersonNotFoundError(LibraryError, LookupError):

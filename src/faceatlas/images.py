@@ -599,7 +599,7 @@ def _decode_jpeg_opencv(
     im: Image.Image,
     target_size: int | None,
     max_pixels: int,
-    limits: _MemoryLimits,
+    limits: _MemoryLimits = _MemoryLimits(None, None),
 ) -> DecodedImage | None:
     """The fast path for plain colour JPEGs: OpenCV's libjpeg-turbo decode, or None to let Pillow do it.
 

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from faceatlas.cli.common import CommandError, load_engine
+from faceatlas.cli.common import load_engine
+from faceatlas.errors import LibraryNotFoundError
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -34,7 +35,7 @@ def _open(library: str | None, *, create: bool = False):  # type: ignore[no-unty
     parsed = make_url(url)
     is_file = parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
     if not create and is_file and not Path(str(parsed.database)).is_file():
-        raise CommandError(
+        raise LibraryNotFoundError(
             f"no library at {parsed.database}; index photos into it first: "
             f"faceatlas index FOLDER --library {library or parsed.database}"
         )

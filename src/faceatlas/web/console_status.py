@@ -23,18 +23,8 @@ def status_report(state: Any) -> dict[str, Any]:
         {"role": "recognizer", "name": pack.recognizer_name, "file": spec.recognizer_file.filename,
          "sha256": spec.recognizer_file.sha256, "embedding_size": pack.embedding_size},
     ]  # fmt: skip
-    if engine.age_gender is not None:
-        models.append(
-            {
-                "role": "age, gender",
-                "name": getattr(engine.age_gender, "name", type(engine.age_gender).__name__),
-            }
-        )
-    if getattr(engine, "landmarks106", None) is not None:
-        models.append({"role": "landmarks2d106", "name": "insightface.2d106det"})
-    mask = getattr(engine, "mask", None)
-    if mask is not None:
-        models.append({"role": "mask", "name": mask.name})
+    for model in engine.attribute_models:
+        models.append({"role": ", ".join(sorted(model.provides)), "name": model.name})
     table = load_similarity_table(pack.id)
     return {
         "build_version": __version__,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import LibraryNotFoundError
 from faceatlas.storage import Database
 from faceatlas.web.auth import Authenticator
 
@@ -27,10 +27,6 @@ class ServerSettings(Protocol):
 
     @property
     def data_dir(self) -> Path: ...
-
-
-class LibraryNotFoundError(FaceAtlasError, LookupError):
-    """No library with that id."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,10 @@ from fastapi import APIRouter, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 
-from faceatlas.errors import FaceAtlasError
+from faceatlas.errors import FaceAtlasError, LibraryNotFoundError
 from faceatlas.library import browse
 from faceatlas.library import people as ops
-from faceatlas.web.context import LibraryHandle, LibraryNotFoundError
+from faceatlas.web.context import LibraryHandle
 from faceatlas.web.jobs import JobRunningError
 from faceatlas.web.shell import OwnerApi, PageSet, Web, WebContext, WebError
 
