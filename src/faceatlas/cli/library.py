@@ -414,8 +414,8 @@ def search(face_image: Path, library: str | None, pack: str, top: int, index: st
     """Photos that contain the person in FACE_IMAGE, best first."""
     from faceatlas.library.search import search_by_image
 
-    engine = load_engine(pack, attributes=False)  # an unusable pack is the first thing to say
-    hits = search_by_image(_open(library), engine, face_image, top=top, index=index)
+    db = _open(library)
+    hits = search_by_image(db, load_engine(pack, attributes=False), face_image, top=top, index=index)
     if as_json:
         click.echo(
             json.dumps(
