@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -127,3 +128,22 @@ def test_eval_cluster_cli_on_a_few_people(lfw: Path, tmp_path: Path):
     assert report["bcubed_precision"] >= 0.95
     assert report["bcubed_recall"] >= 0.8
     assert 0 < report["clusters"] <= 8
+
+
+def test_eval_cluster_distractors_cli(lfw: Path, tmp_path: Path):
+    # The first 60 identities of LFW-dev in name order, every photo: mostly strangers, a few frequent people.
+    output = _invoke(
+        "cluster", "--root", str(lfw), "--distractors", "--max-people", "60",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path),
+    )  # fmt: skip
+    assert "Clustering with distractors" in output and "fake people" in output
+    report = json.loads((tmp_path / "cluster-distractors-sface.json").read_text())
+    assert report["people"] == 60 and report["images"] == report["single_run"]["overall"]["items"]
+    gates = report["quality_gates"]
+    assert [g["gate"] for g in gates] == [0.0, 0.3, 0.5, 0.7]
+    assert all(a["eligible"] >= b["eligible"] for a, b in itertools.pairwise(gates))
+    single, incremental = report["single_run"], report["incremental_run"]
+    assert single["threshold"] >= report["base_threshold"]
+    assert single["strangers"] > 0 and single["strangers_in_a_person"] <= 0.05 * single["strangers"]
+    assert single["overall"]["bcubed_precision"] >= 0.95 and single["overall"]["bcubed_recall"] >= 0.85
+    assert abs(incremental["overall"]["bcubed_recall"] - single["overall"]["bcubed_recall"]) <= 0.05

@@ -194,9 +194,26 @@ def test_person_names_are_case_insensitive(tmp_path):
 def test_a_missing_library_is_an_error(tmp_path, command):
     missing = tmp_path / "nope" / "library.db"
     result = CliRunner().invoke(cli, [*command, "--library", str(missing)])
-    assert result.exit_code != 0
+    assert result.exit_code == 2  # a refusal, like every other (tests/test_cli_errors.py)
     assert "no library at" in result.output
     assert not missing.exists() and not missing.parent.exists()
+
+
+def lfw_links(shared: Path, tmp_path: Path) -> Path:
+    """A folder of 240 LFW photos (links): long enough to index that a signal lands mid-run."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for person in lfw_people(shared, 40, 6):
+        for image in person:
+            (root / image.name).symlink_to(image)
+    return root
+
+
+def index_command(root: Path, library: Path, *options: str) -> tuple[list[str], dict[str, str]]:
+    """``faceatlas index ROOT --library LIBRARY OPTIONS`` as a subprocess command line and environment."""
+    cmd = [sys.executable, "-c", "from faceatlas.cli.main import main; main()", "index", str(root)]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return [*cmd, "--library", str(library), *options], env
 
 
 def _photo_count(db_file: Path) -> int:
@@ -230,23 +247,8 @@ def session_processes(session_id: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigkill_of_index_leaves_no_worker_behind(shared, tmp_path):
-    root = tmp_path / "photos"
-    root.mkdir()
-    for person in lfw_people(shared, 40, 6):
-        for image in person:
-            (root / image.name).symlink_to(image)
-    cmd = [
-        sys.executable,
-        "-c",
-        "from faceatlas.cli.main import main; main()",
-        "index",
-        str(root),
-        "--library",
-        str(tmp_path / "lib"),
-        "--workers",
-        "2",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    root = lfw_links(shared, tmp_path)
+    cmd, env = index_command(root, tmp_path / "lib", "--workers", "2")
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -271,24 +273,8 @@ def test_sigkill_of_index_leaves_no_worker_behind(shared, tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="signals a process group")
 def test_ctrl_c_during_index_says_how_to_resume(shared, tmp_path):
-    root = tmp_path / "photos"
-    root.mkdir()
-    for person in lfw_people(shared, 40, 6):
-        for image in person:
-            (root / image.name).symlink_to(image)
-    library = tmp_path / "lib"
-    cmd = [
-        sys.executable,
-        "-c",
-        "from faceatlas.cli.main import main; main()",
-        "index",
-        str(root),
-        "--library",
-        str(library),
-        "--workers",
-        "1",
-    ]
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    root = lfw_links(shared, tmp_path)
+    cmd, env = index_command(root, tmp_path / "lib", "--workers", "1")
     proc = subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -305,3 +291,38 @@ def test_ctrl_c_during_index_says_how_to_resume(shared, tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert "Run the same command again to resume" in err
     assert str(root) in err
+
+
+def test_hidden_people_and_manual_assignments_survive_rebuild(tmp_path):
+    from sqlalchemy import update
+
+    from faceatlas.library.people import assign_face, hide_person
+
+    db = open_library(tmp_path / "lib")
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(2, 32))
+    photos = [[a + rng.normal(scale=0.05, size=32)] for _ in range(5)]
+    photos += [[b + rng.normal(scale=0.05, size=32)] for _ in range(5)]
+    LibraryWriter(db).write(
+        [
+            PhotoResult(FileEntry(f"/p/{i}.jpg", 1, 1.0), f"h{i}", faces=[make_face(v)], pack="synthetic")
+            for i, vs in enumerate(photos)
+            for v in vs
+        ]
+    )
+    with db.session() as s:
+        blurred = s.scalar(select(Face.id).order_by(Face.id.desc()))  # a face of person b ...
+        s.execute(update(Face).where(Face.id == blurred).values(quality=0.05))  # ... below the gate
+    options = ClusterOptions(threshold=0.5, min_face_size=10, min_quality=0.3)
+    cluster_library(db, "synthetic", options)
+    first, second = list_people(db)
+    assert (first.faces, second.faces) == (5, 4)  # the low-quality face joined nobody
+    hide_person(db, second.id)
+    assign_face(db, blurred, second.id)  # by hand, a below-gate face can be assigned
+    for rebuild in (True, False, True):
+        cluster_library(db, "synthetic", options, rebuild=rebuild)
+        with db.session() as s:
+            assert s.get(Face, blurred).person_id == second.id
+            hidden = s.get(Person, second.id)
+            assert hidden is not None and hidden.hidden
+        assert sorted(p.faces for p in list_people(db)) == [5, 5]

@@ -11,7 +11,7 @@ import numpy as np
 
 from faceatlas.evaluation import wider
 from faceatlas.evaluation.cluster_metrics import cluster_scores
-from faceatlas.evaluation.embeddings import embed_images
+from faceatlas.evaluation.embeddings import ImageEmbeddings, embed_images
 from faceatlas.evaluation.errors import DatasetError
 from faceatlas.evaluation.lfw import find_images_dir, pair_similarities, parse_pairs, verification_report
 
@@ -162,6 +162,38 @@ def people_with_images(images_dir: Path, min_images: int) -> dict[str, list[str]
     return people
 
 
+def embed_identities(
+    engine: Engine,
+    root: Path,
+    min_images: int,
+    max_people: int | None,
+    cache_root: Path | None,
+    use_cache: bool,
+    batch_size: int,
+    track: Tracker,
+) -> tuple[dict[str, list[str]], np.ndarray, ImageEmbeddings]:
+    """The identity folders of ``root`` with >= ``min_images`` images, each image's identity and embedding."""
+    root = Path(root)
+    images_dir = root / "images" if (root / "images").is_dir() else root
+    people = people_with_images(images_dir, min_images)
+    if max_people:
+        people = dict(list(people.items())[:max_people])
+    if not people:
+        raise DatasetError(f"no identity folder under {images_dir} has {min_images} or more images")
+    names = [name for files in people.values() for name in files]
+    identity = np.array([name.split("/", 1)[0] for name in names])
+    embedded = embed_images(
+        engine,
+        images_dir,
+        names,
+        cache_root=cache_root,
+        use_cache=use_cache,
+        batch_size=batch_size,
+        progress=track("embedding faces", len(names)),
+    )
+    return people, identity, embedded
+
+
 def run_cluster(
     engine: Engine,
     root: Path,
@@ -179,26 +211,10 @@ def run_cluster(
     from faceatlas.clustering import cluster_faces
 
     started = time.perf_counter()
-    root = Path(root)
-    images_dir = root / "images" if (root / "images").is_dir() else root
-    people = people_with_images(images_dir, min_images)
-    if max_people:
-        people = dict(list(people.items())[:max_people])
-    if len(people) < 1:
-        raise DatasetError(f"no identity folder under {images_dir} has {min_images} or more images")
-    names = [name for files in people.values() for name in files]
-    identity = np.array([name.split("/", 1)[0] for name in names])
-
-    advance = track("embedding faces", len(names))
-    embedded = embed_images(
-        engine,
-        images_dir,
-        names,
-        cache_root=cache_root,
-        use_cache=use_cache,
-        batch_size=batch_size,
-        progress=advance,
+    people, identity, embedded = embed_identities(
+        engine, root, min_images, max_people, cache_root, use_cache, batch_size, track
     )
+    names = embedded.names
     embed_seconds = time.perf_counter() - started
     found = embedded.found
     threshold = engine.pack.threshold if threshold is None else threshold
@@ -279,25 +295,10 @@ def run_cluster_distractors(
     from faceatlas.evaluation.cluster_metrics import distractor_scores
 
     started = time.perf_counter()
-    root = Path(root)
-    images_dir = root / "images" if (root / "images").is_dir() else root
-    people = people_with_images(images_dir, 1)
-    if max_people:
-        people = dict(list(people.items())[:max_people])
-    if not people:
-        raise DatasetError(f"no identity folder with images under {images_dir}")
-    names = [name for files in people.values() for name in files]
-    identity = np.array([name.split("/", 1)[0] for name in names])
-    advance = track("embedding faces", len(names))
-    embedded = embed_images(
-        engine,
-        images_dir,
-        names,
-        cache_root=cache_root,
-        use_cache=use_cache,
-        batch_size=batch_size,
-        progress=advance,
+    people, identity, embedded = embed_identities(
+        engine, root, 1, max_people, cache_root, use_cache, batch_size, track
     )
+    names = embedded.names
     embed_seconds = time.perf_counter() - started
     found = embedded.found
     x, truth, quality = embedded.embeddings[found], identity[found], embedded.quality[found]

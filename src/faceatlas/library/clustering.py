@@ -296,11 +296,11 @@ def drop_empty_people(session: Session) -> int:
     """Delete unnamed people that lost all their faces.
 
     Kept: people another person was merged into and people a person-level decision (merge, hide,
-    ...) refers to. Face-level decisions ("not this person", manual assignments) do not keep an
+    ...) refers to. Face-level decisions ("not this person", manual assignments, covers) do not keep an
     empty person alive: their faces are gone (pruned photos) or elsewhere, and they go with it.
     """
     has_faces = select(Face.person_id).where(Face.person_id.is_not(None)).distinct()
-    face_level = ("reject", "assign")
+    face_level = ("reject", "assign", "cover")
     in_decisions = union(
         select(Decision.person_id).where(Decision.person_id.is_not(None), Decision.kind.not_in(face_level)),
         select(Decision.other_person_id).where(Decision.other_person_id.is_not(None)),

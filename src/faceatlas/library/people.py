@@ -278,7 +278,8 @@ def assign_face(
                 name = name.strip()
                 if not name or name.isdigit():
                     raise DecisionError("a person's name must be non-empty and not a number")
-                if session.scalar(select(Person.id).where(Person.name == name)) is not None:
+                taken = select(Person.id).where(func.lower(Person.name) == name.lower())
+                if session.scalar(taken) is not None:
                     raise DecisionError(f"the name {name!r} is taken; assign the face to that person")
             person = Person(name=name)
             session.add(person)

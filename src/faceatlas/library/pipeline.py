@@ -118,6 +118,7 @@ class Decoded:
     embedded: bool = False  # faces are complete (embed_in_workers); the pixels were not sent back
     original_size: tuple[int, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    quality: list[float] | None = None  # faceatlas.quality per face, measured before the pixels are dropped
 
 
 def describe_error(exc: BaseException) -> str:
@@ -173,6 +174,7 @@ def analyze_decoded(engine: Any, decoded: Decoded, *, embed: bool, **kwargs: Any
     if embed and decoded.image is not None:
         # Done with the pixels: send back only the faces (a 1000x750 image is 2.2 MB to pickle).
         decoded.original_size = decoded.image.original_size
+        decoded.quality = face_qualities(decoded.image, decoded.faces or [])
         decoded.image, decoded.embedded = None, True
     return decoded
 
@@ -194,7 +196,14 @@ class Analyzer:
         for face in faces:
             face.pack = pack
         return PhotoResult(
-            decoded.entry, decoded.content_hash, width, height, decoded.taken_at, faces, pack=pack
+            decoded.entry,
+            decoded.content_hash,
+            width,
+            height,
+            decoded.taken_at,
+            faces,
+            pack=pack,
+            quality=decoded.quality,
         )
 
     def analyze(self, batch: Sequence[Decoded]) -> list[PhotoResult]:

@@ -28,6 +28,7 @@ from faceatlas.library.pipeline import (
 )
 from faceatlas.library.scan import FileEntry
 from faceatlas.library.writer import PhotoResult, WriterThread
+from faceatlas.quality import face_qualities
 from faceatlas.storage import Database
 
 
@@ -113,17 +114,19 @@ class AnalyzeActor:
         ]
         timings: dict[str, float] = {}
         faces: list[Any] = [[] for _ in batch["path"]]
+        quality: list[list[float]] = [[] for _ in batch["path"]]
         errors = list(batch["error"])
         if images:
             try:
                 found = self.engine.analyze_batch(images, timings=timings, **self.kwargs)
             except Exception as exc:  # report on every photo of the batch rather than kill the job
                 found = [exc] * len(images)
-            for i, result in zip(ok, found, strict=True):
+            for i, image, result in zip(ok, images, found, strict=True):
                 if isinstance(result, BaseException):
                     errors[i] = describe_error(result)
                 else:
                     faces[i] = result
+                    quality[i] = face_qualities(image, result)
         n = len(batch["path"])
         share = {k: v / max(len(images), 1) for k, v in timings.items()}
         out = {
@@ -132,6 +135,7 @@ class AnalyzeActor:
         }
         out["error"] = np.asarray(errors, dtype=object)
         out["faces"] = np.asarray([pickle.dumps(f) for f in faces], dtype=object)
+        out["quality"] = np.asarray([pickle.dumps(q) for q in quality], dtype=object)
         out["pack"] = np.asarray([self.engine.pack.id] * n, dtype=object)
         for stage in ("detect", "align", "embed", "attributes"):
             out[f"{stage}_s"] = np.asarray([share.get(stage, 0.0) if i in ok else 0.0 for i in range(n)])
@@ -222,6 +226,7 @@ def index_library_ray(
                     error,
                     str(batch["pack"][i]),
                     bool(batch["unchanged"][i]),
+                    quality=pickle.loads(batch["quality"][i]) if error is None else None,
                 )
                 writer.put(result)
                 done += 1
