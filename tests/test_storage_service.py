@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -216,3 +217,28 @@ def test_keys_stored_in_clear_keep_working_after_the_hash_migration(backend: str
         db.dispose()
         if backend == "postgresql":
             drop_postgres_database(url)
+
+
+def _locks_of_this_process() -> list[str]:
+    pid = str(os.getpid())
+    with open("/proc/locks") as handle:
+        return [line.split(":", 1)[1].strip() for line in handle if pid in line.split()]
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="reads Linux's /proc/locks")
+def test_opening_the_database_again_keeps_this_process_s_locks(tmp_path: Path) -> None:
+    """Closing any descriptor of a SQLite file drops every POSIX lock the process holds on it, which let
+    another process checkpoint under a live connection ("database disk image is malformed")."""
+    url = sqlite_url(tmp_path / "faceatlas.db")
+    first = Database.open(url)
+    ServiceStore(first).create_service("cams", "recognition", "sface")
+    with first.engine.connect() as connection:
+        connection.exec_driver_sql("BEGIN")
+        connection.exec_driver_sql("SELECT count(*) FROM face_service").all()  # holds a WAL read lock
+        held = _locks_of_this_process()
+        assert held, "a read transaction in WAL mode holds locks on the -shm file"
+        second = Database.open(url)
+        assert _locks_of_this_process() == held
+        connection.exec_driver_sql("ROLLBACK")
+    second.dispose()
+    first.dispose()

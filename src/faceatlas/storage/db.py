@@ -7,6 +7,7 @@ The schema is owned by Alembic: :meth:`Database.migrate` upgrades every branch t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,7 +58,10 @@ def make_private_sqlite(path: Path) -> None:
     SQLite creates with the main file's permissions, are private too; tighten existing files.
     A missing folder is created 0700; an existing one is left as it is (it may be a photo folder)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+    # Only ever open a file that does not exist yet: closing any descriptor of a database file drops
+    # every POSIX lock this process holds on it, and another connection of ours may have it open.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if file.exists() and file.stat().st_mode & 0o777 != PRIVATE_FILE:
             os.chmod(file, PRIVATE_FILE)
