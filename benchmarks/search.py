@@ -185,6 +185,20 @@ def main() -> None:
                         **measure(index, queries, truth),
                         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                     }
+                    if isinstance(index, HnswIndex):
+                        # the beam width trades latency for recall: the curve, at every width
+                        entry["ef_search"] = index.ef_search
+                        entry["by_ef_search"] = {}
+                        for ef in (64, 128, 256, 512):
+                            index.ef_search = ef
+                            index._graph.set_ef(ef)
+                            measured = measure(index, queries, truth)
+                            entry["by_ef_search"][ef] = {
+                                "p50_ms": measured["one_query_ms"]["p50"],  # type: ignore[index]
+                                "p99_ms": measured["one_query_ms"]["p99"],  # type: ignore[index]
+                                "recall_at_1": measured["recall_at_1"],
+                                "recall_at_5": measured["recall_at_5"],
+                            }
                 print("  ", json.dumps(entry), flush=True)
                 results["runs"][key] = entry
                 RESULTS.mkdir(parents=True, exist_ok=True)
