@@ -211,10 +211,10 @@ def index_library_ray(
         batch_size=options.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
-        # a worker process or node that dies mid-job: Ray restarts the actor and runs its batch again
-        # (results reach the writer only from finished batches, so nothing is written twice)
-        max_restarts=-1,
-        max_task_retries=-1,
+        # A worker process or node that dies mid-job: Ray Data restarts the actor and runs its batch
+        # again (its defaults, max_restarts=-1 and max_task_retries=-1; setting them here would stop
+        # decode from fusing into the actors). Results reach the writer only from finished batches,
+        # so nothing is written twice.
         **placement,
     )
     writer = WriterThread(db)
