@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -102,6 +103,17 @@ class FaceIndex(ABC):
             keys[row, : len(hits)] = hits.keys
             cosines[row, : len(hits)] = hits.cosines
         return keys, cosines
+
+    def sync(self) -> int:
+        """Catch up with the database where the index lives there (pgvector); returns rows updated."""
+        return 0
+
+    def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
+        """Write the index to ``folder`` so a later process can open it (in-memory backends)."""
+        raise NotImplementedError(f"the {self.kind} index is not saved to files")
+
+    def reserve(self, count: int) -> None:  # noqa: B027 (an optional hint: a no-op unless overridden)
+        """Make room for ``count`` faces before a bulk load (a hint; backends may ignore it)."""
 
     @abstractmethod
     def clear(self) -> None:

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_first, empty_hits, unit_rows
 
@@ -54,7 +55,7 @@ class ExactIndex(FaceIndex):
 
     kind = "exact"
 
-    def __init__(self, dim: int, *, key_dtype: np.dtype | str = np.int64, dtype: str = "float32") -> None:
+    def __init__(self, dim: int, *, key_dtype: DTypeLike = np.int64, dtype: str = "float32") -> None:
         if dtype not in ("float32", "float16"):
             raise ValueError(f"exact index dtype must be float32 or float16, not {dtype!r}")
         self.dim = dim
@@ -170,7 +171,7 @@ class ExactIndex(FaceIndex):
         _replace_dir(tmp, folder)
 
     @classmethod
-    def load(cls, folder: Path, *, key_dtype: np.dtype | str = np.int64) -> tuple[ExactIndex, dict]:
+    def load(cls, folder: Path, *, key_dtype: DTypeLike = np.int64) -> tuple[ExactIndex, dict]:
         """Open a saved index; the matrix is mapped copy-on-write (shared by every process using it)."""
         folder = Path(folder)
         meta = json.loads((folder / META).read_text())
@@ -210,7 +211,7 @@ class HnswIndex(FaceIndex):
         self,
         dim: int,
         *,
-        key_dtype: np.dtype | str = np.int64,
+        key_dtype: DTypeLike = np.int64,
         m: int = 16,
         ef_construction: int = 100,
         ef_search: int = 96,
@@ -345,7 +346,7 @@ class HnswIndex(FaceIndex):
 
     @classmethod
     def load(
-        cls, folder: Path, *, key_dtype: np.dtype | str = np.int64, ef_search: int = 96
+        cls, folder: Path, *, key_dtype: DTypeLike = np.int64, ef_search: int = 96
     ) -> tuple[HnswIndex, dict]:
         folder = Path(folder)
         meta = json.loads((folder / META).read_text())

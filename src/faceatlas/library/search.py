@@ -99,10 +99,12 @@ class LibraryIndex:
         loaded = 0
         with self.db.session() as s:
             for rows in s.execute(query.execution_options(yield_per=LOAD_CHUNK)).partitions():
-                rows = [r for r in rows if len(r[2]) == 4 * index.dim]
+                rows = [r for r in rows if r[2] is not None and len(r[2]) == 4 * index.dim]
                 if not rows:
                     continue
-                vectors = np.frombuffer(b"".join(r[2] for r in rows), np.float32).reshape(len(rows), -1)
+                vectors = np.frombuffer(b"".join(r[2] or b"" for r in rows), np.float32).reshape(
+                    len(rows), -1
+                )
                 index.add(
                     np.fromiter((r[0] for r in rows), np.int64, len(rows)),
                     np.fromiter((r[1] for r in rows), np.int64, len(rows)),
@@ -150,7 +152,7 @@ class LibraryIndex:
         dim = self._dim()
         kind = self.backend if self.backend != "auto" else ("hnsw" if count >= self.hnsw_from else "exact")
         index: FaceIndex = HnswIndex(dim or 1) if kind == "hnsw" else ExactIndex(dim or 1)
-        index.reserve(count)  # type: ignore[attr-defined]
+        index.reserve(count)
         if dim is not None:
             self._load_rows(index)
         self.index = index
@@ -183,7 +185,7 @@ class LibraryIndex:
             return
         folder = snapshot_folder(self.db, self.pack, self.index.kind)
         try:
-            self.index.save(folder, {"fingerprint": self.fingerprint})  # type: ignore[attr-defined]
+            self.index.save(folder, {"fingerprint": self.fingerprint})
         except OSError as exc:  # a read-only library still searches, it just reloads next time
             log.warning("cannot save the library index to %s: %s", folder, exc)
             return
@@ -198,7 +200,7 @@ class LibraryIndex:
             if dim is None:
                 return
             self.index = PgvectorIndex(self.db, "library_faces", self.pack, dim)
-        self.index.sync()  # type: ignore[attr-defined]
+        self.index.sync()
 
     # ----------------------------------------------------------------- search
     def search(self, query: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
