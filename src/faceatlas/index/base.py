@@ -51,6 +51,18 @@ def empty_hits(key_dtype: np.dtype | str) -> Hits:
 def best_first(scores: np.ndarray, groups: np.ndarray, k: int, unique_groups: bool) -> np.ndarray:
     """Positions of the ``k`` best scores (k <= 0: all), optionally only the best of each group."""
     n = len(scores)
+    if unique_groups and 0 < k and 8 * k < n:
+        # the best k groups are almost always among the best few rows: sort only those, widen if not
+        fetch = 8 * k
+        while True:
+            top = np.argpartition(-scores, fetch - 1)[:fetch]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            _, first = np.unique(groups[top], return_index=True)
+            if len(first) >= k or fetch >= n:
+                return top[np.sort(first)][:k]
+            fetch = min(n, 4 * fetch)
+            if 2 * fetch >= n:
+                break
     if unique_groups:
         order = np.argsort(-scores, kind="stable")
         # first (best) row of every group, kept in score order
