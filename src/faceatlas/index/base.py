@@ -51,7 +51,7 @@ def empty_hits(key_dtype: np.dtype | str) -> Hits:
 def best_first(scores: np.ndarray, groups: np.ndarray, k: int, unique_groups: bool) -> np.ndarray:
     """Positions of the ``k`` best scores (k <= 0: all), optionally only the best of each group."""
     n = len(scores)
-    if unique_groups and 0 < k and 8 * k < n:
+    if unique_groups and k > 0 and 8 * k < n:
         # the best k groups are almost always among the best few rows: sort only those, widen if not
         fetch = 8 * k
         while True:
