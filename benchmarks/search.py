@@ -275,11 +275,10 @@ def main() -> None:
                     }
                     if isinstance(index, HnswIndex):
                         # the beam width trades latency for recall: the curve, at every width
-                        entry["ef_search"] = index.ef_search
+                        entry["ef_search"] = index.beam()
                         entry["by_ef_search"] = {}
                         for ef in (64, 128, 256, 512):
                             index.ef_search = ef
-                            index._graph.set_ef(ef)
                             measured = measure(index, queries, truth)
                             entry["by_ef_search"][ef] = {
                                 "p50_ms": measured["one_query_ms"]["p50"],  # type: ignore[index]
