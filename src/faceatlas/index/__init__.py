@@ -34,7 +34,7 @@ def build_index(
     if kind == "auto":
         kind = "hnsw" if count >= AUTO_HNSW_FROM else "exact"
     if kind == "exact":
-        return ExactIndex(dim, key_dtype=key_dtype, **options)  # type: ignore[arg-type]
+        return ExactIndex(dim, key_dtype=key_dtype)
     if kind == "hnsw":
-        return HnswIndex(dim, key_dtype=key_dtype, **options)  # type: ignore[arg-type]
+        return HnswIndex(dim, key_dtype=key_dtype)
     raise IndexSettingError(f"in-memory index must be exact, hnsw or auto, not {kind!r}")

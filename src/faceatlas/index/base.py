@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -50,6 +51,18 @@ def empty_hits(key_dtype: np.dtype | str) -> Hits:
 def best_first(scores: np.ndarray, groups: np.ndarray, k: int, unique_groups: bool) -> np.ndarray:
     """Positions of the ``k`` best scores (k <= 0: all), optionally only the best of each group."""
     n = len(scores)
+    if unique_groups and k > 0 and 8 * k < n:
+        # the best k groups are almost always among the best few rows: sort only those, widen if not
+        fetch = 8 * k
+        while True:
+            top = np.argpartition(-scores, fetch - 1)[:fetch]
+            top = top[np.argsort(-scores[top], kind="stable")]
+            _, first = np.unique(groups[top], return_index=True)
+            if len(first) >= k or fetch >= n:
+                return top[np.sort(first)][:k]
+            fetch = min(n, 4 * fetch)
+            if 2 * fetch >= n:
+                break
     if unique_groups:
         order = np.argsort(-scores, kind="stable")
         # first (best) row of every group, kept in score order
@@ -102,6 +115,17 @@ class FaceIndex(ABC):
             keys[row, : len(hits)] = hits.keys
             cosines[row, : len(hits)] = hits.cosines
         return keys, cosines
+
+    def sync(self) -> int:
+        """Catch up with the database where the index lives there (pgvector); returns rows updated."""
+        return 0
+
+    def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
+        """Write the index to ``folder`` so a later process can open it (in-memory backends)."""
+        raise NotImplementedError(f"the {self.kind} index is not saved to files")
+
+    def reserve(self, count: int) -> None:  # noqa: B027 (an optional hint: a no-op unless overridden)
+        """Make room for ``count`` faces before a bulk load (a hint; backends may ignore it)."""
 
     @abstractmethod
     def clear(self) -> None:

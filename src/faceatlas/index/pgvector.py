@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sqlalchemy import text
@@ -203,7 +204,7 @@ class PgvectorIndex(FaceIndex):
                 text(f"UPDATE {self.table} SET {VECTOR_COLUMN} = NULL WHERE {self.filter_sql}"), self._owner()
             )
 
-    def _top(self, conn: Connection, query: np.ndarray, limit: int | None) -> list:
+    def _top(self, conn: Connection, query: np.ndarray, limit: int | None) -> Sequence[Any]:
         # the ORDER BY expression must be the indexed one for PostgreSQL to use the HNSW index
         query_vector = f"CAST(:q AS vector({self.dim}))"
         sql = (

@@ -129,7 +129,7 @@ class ServiceCollection:
                 return
             if self.pgvector:
                 # the rows are the index: fill the vector column of new rows, refresh the names
-                self.index.sync()  # type: ignore[attr-defined]
+                self.index.sync()
                 self._names = self._subject_names()
                 self.version = changes.version
                 return
@@ -161,7 +161,7 @@ class ServiceCollection:
     def _reload(self) -> None:
         version = self.store.version(self.service_id)
         if self.pgvector:
-            self.index.sync()  # type: ignore[attr-defined]
+            self.index.sync()
             self._names = self._subject_names()
             self.version = version
             return
@@ -178,7 +178,7 @@ class ServiceCollection:
             else ExactIndex(self.dim, key_dtype=KEY_DTYPE, dtype=self.options.exact_dtype)
         )
         # room for the faces plus some growth, so that the next adds do not copy the index
-        self.index.reserve(count + count // 8)  # type: ignore[attr-defined]
+        self.index.reserve(count + count // 8)
         self._names = {}
         for rows in self.store.iter_faces(self.service_id, self.pack):
             self._add(rows)
@@ -307,7 +307,7 @@ class ServiceCollection:
             if folder is None or self.pgvector or self.version == self._saved_version or self.version < 0:
                 return
             extra = {"version": self.version, "created": self._service_created(), "names": self._names}
-            self.index.save(folder, extra)  # type: ignore[attr-defined]
+            self.index.save(folder, extra)
             self._saved_version = self.version
             # the other kind's snapshot is now older than this one
             for other in ("exact", "hnsw"):

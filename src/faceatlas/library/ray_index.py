@@ -93,10 +93,11 @@ class AnalyzeActor:
         plugins: tuple[str, ...],
         det_threshold: float | None,
         min_face_size: float,
+        providers: tuple[str, ...] = ("cpu",),
     ) -> None:
         from faceatlas.engine import Engine
 
-        self.engine = Engine(pack, threads=threads, attributes=bool(plugins))
+        self.engine = Engine(pack, providers=providers, threads=threads, attributes=bool(plugins))
         self.kwargs = {"plugins": plugins, "det_threshold": det_threshold, "min_face_size": min_face_size}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -171,10 +172,18 @@ def index_library_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    resources = ray.cluster_resources()
+    cpus = int(resources.get("CPU", 1))
+    gpus = int(resources.get("GPU", 0))
     # One single-threaded engine per CPU: Ray fuses decode into the actors, so each actor decodes
-    # and analyses its own batches and the CPUs never wait on each other.
-    actors = actors or cpus
+    # and analyses its own batches and the CPUs never wait on each other. On a cluster with GPUs,
+    # one engine per GPU instead (CUDA first, CPU for what it cannot run).
+    actors = actors or (gpus or cpus)
+    placement: dict[str, Any] = {"num_cpus": 1}
+    providers: tuple[str, ...] = ("cpu",)
+    if gpus:
+        placement["num_gpus"] = 1
+        providers = ("cuda", "cpu")
     items = [
         {
             "path": e.path,
@@ -201,11 +210,16 @@ def index_library_ray(
             "plugins": tuple(options.plugins),
             "det_threshold": options.det_threshold,
             "min_face_size": options.min_face_size,
+            "providers": providers,
         },
         batch_size=options.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=1,
+        # A worker process or node that dies mid-job: Ray Data restarts the actor and runs its batch
+        # again (its defaults, max_restarts=-1 and max_task_retries=-1; setting them here would stop
+        # decode from fusing into the actors). Results reach the writer only from finished batches,
+        # so nothing is written twice.
+        **placement,
     )
     writer = WriterThread(db)
     done = 0

@@ -42,6 +42,7 @@ class Photo(Base):
     __table_args__ = (
         UniqueConstraint("path", name="uq_library_photos_path"),
         Index("ix_library_photos_content_hash", "content_hash"),
+        Index("ix_library_photos_indexed_at", "indexed_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
