@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -13,6 +14,10 @@ from rich.table import Table
 
 from faceatlas.cli.common import load_engine
 from faceatlas.errors import LibraryNotFoundError
+
+if TYPE_CHECKING:
+    from faceatlas.library.pipeline import IndexReport
+    from faceatlas.storage import Database
 
 console = Console(stderr=True)
 library_option = click.option(
@@ -25,7 +30,7 @@ library_option = click.option(
 pack_option = click.option("--pack", default="sface", show_default=True, help="Model pack.")
 
 
-def _open(library: str | None, *, create: bool = False):  # type: ignore[no-untyped-def]
+def _open(library: str | None, *, create: bool = False) -> Database:
     """Open the library; only ``index`` may create one (elsewhere a mistyped path is an error)."""
     from sqlalchemy.engine import make_url
 
@@ -42,7 +47,7 @@ def _open(library: str | None, *, create: bool = False):  # type: ignore[no-unty
     return open_library(library)
 
 
-def _print_report(report, title: str) -> None:  # type: ignore[no-untyped-def]
+def _print_report(report: IndexReport, title: str) -> None:
     table = Table(title=title)
     table.add_column("stage")
     table.add_column("seconds", justify="right")

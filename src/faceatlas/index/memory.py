@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -190,7 +191,7 @@ class ExactIndex(FaceIndex):
         }
 
 
-def _hnswlib():  # type: ignore[no-untyped-def]  # hnswlib ships no type information
+def _hnswlib() -> Any:  # hnswlib ships no type information
     try:
         import hnswlib
     except ImportError as exc:  # pragma: no cover - hnswlib is a dependency

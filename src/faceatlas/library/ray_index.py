@@ -98,7 +98,11 @@ class AnalyzeActor:
         from faceatlas.engine import Engine
 
         self.engine = Engine(pack, providers=providers, threads=threads, attributes=bool(plugins))
-        self.kwargs = {"plugins": plugins, "det_threshold": det_threshold, "min_face_size": min_face_size}
+        self.kwargs: dict[str, Any] = {
+            "plugins": plugins,
+            "det_threshold": det_threshold,
+            "min_face_size": min_face_size,
+        }
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from faceatlas.images import DecodedImage
@@ -118,6 +122,7 @@ class AnalyzeActor:
         quality: list[list[float]] = [[] for _ in batch["path"]]
         errors = list(batch["error"])
         if images:
+            found: list[Any]
             try:
                 found = self.engine.analyze_batch(images, timings=timings, **self.kwargs)
             except Exception as exc:  # report on every photo of the batch rather than kill the job
@@ -193,7 +198,7 @@ def index_library_ray(
         }
         for e in todo
     ]
-    ds = ray.data.from_items(
+    ds: Any = ray.data.from_items(
         items, override_num_blocks=max(1, min(len(items) // max(options.batch_size, 1), 64))
     )
     ds = ds.map_batches(

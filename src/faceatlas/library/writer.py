@@ -17,6 +17,7 @@ from datetime import datetime
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from faceatlas.errors import LibraryWriteError
 from faceatlas.face import DetectedFace
@@ -54,7 +55,7 @@ def face_row(photo_id: int, face: DetectedFace, quality: float | None = None) ->
         "x_max": float(face.box[2]),
         "y_max": float(face.box[3]),
         "score": float(face.score),
-        "landmarks": None if face.landmarks is None else np.asarray(face.landmarks, np.float32).tobytes(),
+        "landmarks": np.asarray(face.landmarks, np.float32).tobytes(),
         "embedding": None if face.embedding is None else np.asarray(face.embedding, np.float32).tobytes(),
         "pack": face.pack,
         "age": None,
@@ -152,7 +153,7 @@ class LibraryWriter:
         self.faces += sum(len(r.faces) for r in results if r.error is None and not r.unchanged_content)
 
     @staticmethod
-    def _write_one(session, result: PhotoResult) -> None:  # type: ignore[no-untyped-def]
+    def _write_one(session: Session, result: PhotoResult) -> None:
         entry = result.entry
         photo_id = session.execute(select(Photo.id).where(Photo.path == entry.path)).scalar_one_or_none()
         if result.unchanged_content and photo_id is not None:

@@ -269,9 +269,12 @@ class SCRFDDetector:
     def _rows_of(self, output: np.ndarray, image: int, batch: int) -> np.ndarray:
         """Image ``image``'s rows of a (batch x anchors, k) output."""
         k = output.shape[-1]
+        rows: np.ndarray
         if self.location_major:  # rows ordered (row, column, image, anchor)
-            return output.reshape(-1, batch, self.anchors, k)[:, image].reshape(-1, k)
-        return output.reshape(batch, -1, k)[image]
+            rows = output.reshape(-1, batch, self.anchors, k)[:, image].reshape(-1, k)
+        else:
+            rows = output.reshape(batch, -1, k)[image]
+        return rows
 
     def _decode(self, outputs: list[np.ndarray], threshold: float, back: float) -> Detections:
         boxes, scores, points = [], [], []

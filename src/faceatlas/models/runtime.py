@@ -79,7 +79,7 @@ class _Load:
 
     def change(self, attribute: str, delta: int) -> int:
         with self._lock:
-            value = getattr(self, attribute) + delta
+            value: int = getattr(self, attribute) + delta
             setattr(self, attribute, value)
             return value
 
@@ -126,7 +126,8 @@ class AdaptiveSession:
         try:
             kind = "wide" if max(running, LOAD.scopes) <= 1 else "narrow"
             self.runs[kind] += 1
-            return (self.wide if kind == "wide" else self.narrow).run(output_names, feeds)
+            outputs: list[Any] = (self.wide if kind == "wide" else self.narrow).run(output_names, feeds)
+            return outputs
         finally:
             LOAD.change("runs", -1)
 
