@@ -108,7 +108,7 @@ def create_app(
         finally:
             # snapshot the big in-memory indexes, so the next start replays only newer changes
             state.collections.persist()
-            if state.migration.running:
+            if state.migration is not None and state.migration.running:
                 state.migration.join(timeout=5)
             state.decode_gate.close()
             if db is None:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -27,6 +27,7 @@ from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceRecord, ServiceStore
 
 if TYPE_CHECKING:
+    from faceatlas.api.migration import Migration
     from faceatlas.engine import Engine
 
 log = logging.getLogger("faceatlas.api")
@@ -106,7 +107,7 @@ class ServerState:
     collections: Collections
     limiter: anyio.CapacityLimiter
     decode_gate: DecodeGate
-    migration: Any = None  # faceatlas.api.migration.Migration
+    migration: Migration | None = None  # set once the state exists (it refers back to it)
     admin_token: str = ""
     _keys: dict[str, tuple[ServiceRecord | None, float]] = field(default_factory=dict)
     _keys_lock: threading.Lock = field(default_factory=threading.Lock)

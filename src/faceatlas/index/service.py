@@ -140,7 +140,7 @@ class ServiceCollection:
             # picked up, is replaced, never duplicated
             self.index.remove(np.array([f.encode() for f in changes.deleted | changes.added], KEY_DTYPE))
             if changes.added:
-                self._add(self.store.load_faces(self.service_id, self.pack, changes.added))
+                self._add(self.store.load_face_rows(self.service_id, self.pack, changes.added))
             self.version = changes.version
 
     def _subject_names(self) -> dict[int, str]:
@@ -222,7 +222,7 @@ class ServiceCollection:
                         return
                     graph.remove(np.array([f.encode() for f in changes.deleted | changes.added], KEY_DTYPE))
                     if changes.added:
-                        rows = self.store.load_faces(self.service_id, self.pack, changes.added)
+                        rows = self.store.load_face_rows(self.service_id, self.pack, changes.added)
                         if len(rows.ids) and rows.embeddings.shape[1] == self.dim:
                             graph.add(np.array(rows.ids, KEY_DTYPE), rows.subject_ids, rows.embeddings)
                             self._names.update(rows.subjects)

@@ -27,13 +27,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from faceatlas.errors import FaceAtlasError
 from faceatlas.library.scan import FileEntry, KnownPhoto, find_moves, missing_paths, plan, scan_photos
 from faceatlas.library.writer import PhotoResult, WriterThread, apply_moves, known_photos
 from faceatlas.quality import face_qualities
 from faceatlas.storage import Database
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
 
 #: Long side the photos are decoded to (DCT-scaled, so a 12 MP JPEG decodes at 1/2..1/8 size).
 #: 960 lets a 4000x3000 JPEG decode at 1/4 (1000x750) while a face of 5 % of the width keeps ~50 px.
@@ -163,7 +166,7 @@ def decode_and_detect(entry: FileEntry, decode_size: int, known_hash: str | None
     return analyze_decoded(_WORKER_ENGINE, decoded, embed=_WORKER_EMBEDS, **_WORKER_KWARGS)
 
 
-def analyze_decoded(engine: Any, decoded: Decoded, *, embed: bool, **kwargs: Any) -> Decoded:
+def analyze_decoded(engine: Engine, decoded: Decoded, *, embed: bool, **kwargs: Any) -> Decoded:
     """Detect (and embed) the faces of a decoded photo; with ``embed`` the pixels are then dropped."""
     timings: dict[str, float] = {}
     try:
@@ -182,7 +185,7 @@ def analyze_decoded(engine: Any, decoded: Decoded, *, embed: bool, **kwargs: Any
 class Analyzer:
     """Runs batches of decoded photos through the engine and turns them into :class:`PhotoResult`s."""
 
-    def __init__(self, engine: Any, options: IndexOptions) -> None:
+    def __init__(self, engine: Engine, options: IndexOptions) -> None:
         self.engine = engine
         self.options = options
         self.stage_seconds: dict[str, float] = dict.fromkeys(("detect", "embed", "attributes"), 0.0)
@@ -211,7 +214,7 @@ class Analyzer:
             return self._embed_detected(batch)
         images = [d.image for d in batch]
         timings: dict[str, float] = {}
-        kwargs = {
+        kwargs: dict[str, Any] = {
             "plugins": self.options.plugins,
             "det_threshold": self.options.det_threshold,
             "min_face_size": self.options.min_face_size,
@@ -315,14 +318,14 @@ def default_split(
     return workers, max(1, cores - workers)
 
 
-def is_accelerated(engine: Any) -> bool:
+def is_accelerated(engine: Engine | None) -> bool:
     """Whether ``engine`` runs on an execution provider other than ONNX Runtime's CPU one."""
     providers = getattr(engine, "providers", None) or ["CPUExecutionProvider"]
     return providers[0] != "CPUExecutionProvider"
 
 
 def placement(
-    options: IndexOptions, engine: Any = None, *, accelerated: bool | None = None
+    options: IndexOptions, engine: Engine | None = None, *, accelerated: bool | None = None
 ) -> tuple[bool, bool]:
     """(detect in workers, embed in workers) for this run: the options, or the default for the engine.
 
@@ -423,7 +426,7 @@ def start_run(
 
 def index_library(
     db: Database,
-    engine: Any,
+    engine: Engine,
     roots: Iterable[str | os.PathLike[str]],
     *,
     options: IndexOptions | None = None,
@@ -441,7 +444,7 @@ def index_library(
 
 def _run_local(
     db: Database,
-    engine: Any,
+    engine: Engine,
     todo: list[FileEntry],
     known: dict[str, KnownPhoto],
     options: IndexOptions,

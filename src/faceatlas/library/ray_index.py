@@ -14,7 +14,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from faceatlas.library.scan import FileEntry
 from faceatlas.library.writer import PhotoResult, WriterThread
 from faceatlas.quality import face_qualities
 from faceatlas.storage import Database
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
 
 
 def decode_batch(batch: dict[str, np.ndarray], decode_size: int) -> dict[str, np.ndarray]:
@@ -150,7 +153,7 @@ class AnalyzeActor:
 
 def index_library_ray(
     db: Database,
-    engine: Any,
+    engine: Engine,
     roots: Iterable[str | os.PathLike[str]],
     *,
     options: IndexOptions | None = None,

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
@@ -25,6 +25,9 @@ from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError
 from faceatlas.index.memory import META
 from faceatlas.library.tables import Face, Person, Photo
 from faceatlas.storage import Database, default_data_dir
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
 
 log = logging.getLogger("faceatlas.library")
 LOAD_CHUNK = 20_000
@@ -252,7 +255,7 @@ def search_by_embedding(
 
 
 def search_by_image(
-    db: Database, engine: Any, image: Any, *, top: int = 20, index: str = "auto"
+    db: Database, engine: Engine, image: Any, *, top: int = 20, index: str = "auto"
 ) -> list[SearchHit]:
     """Search with the largest face of ``image`` (anything ``engine.analyze`` accepts)."""
     faces = engine.analyze(image, limit=1)

@@ -302,7 +302,7 @@ class ServiceStore:
                 deleted.add(face_id)
         return ChangeSet(current, False, frozenset(added), frozenset(deleted))
 
-    def load_faces(self, service_id: int, pack: str, face_ids: Iterable[str] | None = None) -> FaceRows:
+    def load_face_rows(self, service_id: int, pack: str, face_ids: Iterable[str] | None = None) -> FaceRows:
         """Embeddings of ``pack`` in one service (optionally only ``face_ids``), in one piece."""
         chunks = list(self.iter_faces(service_id, pack, face_ids))
         if not chunks:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 import cv2
@@ -35,6 +35,9 @@ from faceatlas.storage.services import (
 from faceatlas.web import console_store
 from faceatlas.web.console_status import status_report
 from faceatlas.web.shell import NavLink, OwnerApi, OwnerPage, PageSet, WebError, render
+
+if TYPE_CHECKING:
+    from faceatlas.engine import Engine
 
 PREFIX = "/api/console/v1"
 pages = APIRouter(include_in_schema=False)
@@ -402,7 +405,7 @@ async def thumbnail(
     return Response(target.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": IMAGE_CACHE})
 
 
-def _face_thumbnail(engine: Any, data: bytes, size: int) -> bytes:
+def _face_thumbnail(engine: Engine, data: bytes, size: int) -> bytes:
     """A square crop around the largest face with its box drawn (the whole image when none is found)."""
     decoded = decode_image(data, target_size=max(size * 3, 480))
     faces = engine.analyze(decoded, embed=False, limit=1)

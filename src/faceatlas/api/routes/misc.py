@@ -49,7 +49,8 @@ async def consistence(state: State) -> JSONResponse:
 async def migrate(request: Request, state: Admin) -> PlainTextResponse:
     # CompreFace needs no key here; we do: a run blocks every write for as long as it takes.
     # Beyond CompreFace: ?all=true re-embeds every stored image, not only other packs' ones
-    if not state.migration.start(everything=parse_bool(query(request), "all", False)):
+    migration = state.migration
+    if migration is None or not migration.start(everything=parse_bool(query(request), "all", False)):
         raise MIGRATION_RUNNING
     return PlainTextResponse("Migration started")
 
