@@ -18,16 +18,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_first, empty_hits, unit_rows
 from faceatlas.storage.db import Database
+from faceatlas.storage.pgvector import VECTOR_COLUMN, VECTOR_TABLES, add_vector_column
 
 log = logging.getLogger("faceatlas.index")
 
-VECTOR_COLUMN = "embedding_vector"
-#: tables that carry a pgvector column: table -> (key column, group column)
-VECTOR_TABLES = {"service_face": ("id", "subject_id"), "library_faces": ("id", "photo_id")}
 BACKFILL_CHUNK = 2_000
 MISSING_EXTENSION = (
     "the pgvector index needs PostgreSQL with the 'vector' extension (pgvector): install it on the "
@@ -37,60 +34,6 @@ MISSING_EXTENSION = (
 
 def vector_literal(vector: np.ndarray) -> str:
     return "[" + ",".join(f"{float(v):.7g}" for v in vector) + "]"
-
-
-def extension_available(conn: Connection) -> bool:
-    """Whether the server has pgvector installed (it may still need CREATE EXTENSION)."""
-    if conn.dialect.name != "postgresql":
-        return False
-    return bool(conn.scalar(text("SELECT count(*) FROM pg_available_extensions WHERE name = 'vector'")))
-
-
-def add_vector_column(conn: Connection, table: str) -> bool:
-    """Create the extension, the column, its missing-rows index and the clearing trigger (idempotent).
-    Returns False (and changes nothing) where pgvector is not available."""
-    if not extension_available(conn):
-        return False
-    key = VECTOR_TABLES[table][0]
-    if not conn.scalar(text("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")):
-        try:
-            with conn.begin_nested():  # a role that may not create it leaves the transaction usable
-                conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
-        except DBAPIError:
-            log.warning("pgvector is installed but this role cannot CREATE EXTENSION vector")
-            return False
-    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {VECTOR_COLUMN} vector"))
-    conn.execute(
-        text(
-            f"CREATE INDEX IF NOT EXISTS ix_{table}_vector_missing ON {table} ({key}) "
-            f"WHERE {VECTOR_COLUMN} IS NULL"
-        )
-    )
-    conn.execute(
-        text(
-            f"""CREATE OR REPLACE FUNCTION {table}_clear_vector() RETURNS trigger AS $$
-            BEGIN
-              IF NEW.embedding IS DISTINCT FROM OLD.embedding THEN NEW.{VECTOR_COLUMN} := NULL; END IF;
-              RETURN NEW;
-            END $$ LANGUAGE plpgsql"""
-        )
-    )
-    conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_clear_vector ON {table}"))
-    conn.execute(
-        text(
-            f"CREATE TRIGGER {table}_clear_vector BEFORE UPDATE OF embedding ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {table}_clear_vector()"
-        )
-    )
-    return True
-
-
-def drop_vector_column(conn: Connection, table: str) -> None:
-    if conn.dialect.name != "postgresql":
-        return
-    conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_clear_vector ON {table}"))
-    conn.execute(text(f"DROP FUNCTION IF EXISTS {table}_clear_vector()"))
-    conn.execute(text(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {VECTOR_COLUMN}"))
 
 
 def _pack_literal(pack: str) -> str:

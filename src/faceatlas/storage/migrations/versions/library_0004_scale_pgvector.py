@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from faceatlas.index.pgvector import add_vector_column, drop_vector_column
+from faceatlas.storage.pgvector import add_vector_column, drop_vector_column
 
 revision = "library_0002_scale"
 down_revision = "library_0002_cluster"
