@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -24,19 +23,8 @@ from PIL import Image
 
 from faceatlas.evaluation.masks import MASK_COLOURS, draw_mask
 from tests.api_helpers import EXAMPLES, REPO, LiveServer
+from tests.web_helpers import TOKEN, chromium_context, collect_page_errors, refuse_outside_requests
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TOKEN = "test-admin-token"  # LiveServer's FACEATLAS_ADMIN_TOKEN
 ARTIFACTS = Path(os.environ.get("FACEATLAS_ARTIFACTS", REPO / "tests" / "artifacts")) / "console"
 FACTS: dict[str, Any] = {}  # what one test leaves for the next (keys, ids)
 
@@ -49,8 +37,6 @@ def server(engine, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     from faceatlas.library.pipeline import index_library
     from faceatlas.library.store import open_library
 
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     data = tmp_path_factory.mktemp("console")
     photos = tmp_path_factory.mktemp("console-photos")
     for image in sorted((shared / "data" / "lfw-dev" / "images" / "Hugo_Chavez").glob("*.jpg"))[:6]:
@@ -68,35 +54,14 @@ def server(engine, shared: Path, tmp_path_factory: pytest.TempPathFactory) -> It
 def tab(server: LiveServer) -> Iterator[Any]:
     """One tab whose requests may only go to the test server; page errors are collected."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    own = urlsplit(server.url).netloc
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(
-            viewport={"width": 1280, "height": 900},
-            base_url=server.url,
-            permissions=["clipboard-read", "clipboard-write"],
-        )
+    with chromium_context(server.url, permissions=["clipboard-read", "clipboard-write"]) as context:
         context.set_default_timeout(30_000)
-        outside: list[str] = []
-        errors: list[str] = []
-
-        def guard(route: Any) -> None:
-            url = route.request.url
-            if urlsplit(url).netloc != own and not url.startswith(("data:", "blob:")):
-                outside.append(url)
-                route.abort()
-            else:
-                route.continue_()
-
-        context.route("**/*", guard)
+        outside = refuse_outside_requests(context, server.url)
         page = context.new_page()
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: errors.append(str(e)))
+        errors = collect_page_errors(page)
         page.outside = outside
         page.errors = errors
         yield page
-        context.close()
-        browser.close()
 
 
 @pytest.fixture(autouse=True)

@@ -12,34 +12,28 @@ import base64
 import os
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from tests.api_helpers import REPO, LiveServer, faceatlas_cli
-from tests.web_helpers import PHOTOS_PER_PERSON, SELFIE_PERSON, build_photo_tree, selfie
+from tests.web_helpers import (
+    PHOTOS_PER_PERSON,
+    SELFIE_PERSON,
+    TOKEN,
+    build_photo_tree,
+    chromium_context,
+    collect_page_errors,
+    refuse_outside_requests,
+    selfie,
+)
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-TOKEN = "test-admin-token"  # LiveServer's FACEATLAS_ADMIN_TOKEN
 API = "/api/library/v1/libraries/default"
 ARTIFACTS = Path(os.environ.get("FACEATLAS_ARTIFACTS", REPO / "tests" / "artifacts")) / "web"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, shared):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     base = tmp_path_factory.mktemp("webui")
     photos = build_photo_tree(shared, base / "photos")
     data = base / "data"
@@ -56,34 +50,17 @@ def server(tmp_path_factory, shared):
 @pytest.fixture(scope="module")
 def browser_context(server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server.url)
+    with chromium_context(server.url) as context:
         context.set_default_timeout(20_000)
         yield context
-        context.close()
-        browser.close()
 
 
 @pytest.fixture()
 def page(browser_context, server):
     """A page whose requests may only go to the test server; console errors fail the test too."""
-    own = urlsplit(server.url).netloc
-    outside: list[str] = []
-    errors: list[str] = []
-
-    def guard(route):
-        url = route.request.url
-        if urlsplit(url).netloc != own and not url.startswith(("data:", "blob:")):
-            outside.append(url)
-            route.abort()
-        else:
-            route.continue_()
-
-    browser_context.route("**/*", guard)
+    outside = refuse_outside_requests(browser_context, server.url)
     tab = browser_context.new_page()
-    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    tab.on("pageerror", lambda e: errors.append(str(e)))
+    errors = collect_page_errors(tab)
     tab.console_errors = errors  # type: ignore[attr-defined]  (a test may take out the errors it caused)
     yield tab
     tab.close()

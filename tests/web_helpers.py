@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 LFW_PEOPLE = (
     "Colin_Powell",
@@ -53,3 +57,59 @@ def build_photo_tree(shared: Path, root: Path, *, people: tuple[str, ...] = LFW_
 def selfie(shared: Path) -> Path:
     """A photo of SELFIE_PERSON that is not in the library."""
     return lfw_images(shared, SELFIE_PERSON)[PHOTOS_PER_PERSON + 2]
+
+
+# ---------------------------------------------------------------------------------------------- browser
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); Playwright's download fails here
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "test-admin-token"  # LiveServer's FACEATLAS_ADMIN_TOKEN
+
+
+@contextmanager
+def chromium_context(server_url: str, **options: Any) -> Iterator[Any]:
+    """A Playwright browser context on Debian's chromium, its relative URLs on the test server."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).is_file():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=server_url, **options)
+        try:
+            yield context
+        finally:
+            context.close()
+            browser.close()
+
+
+def refuse_outside_requests(context: Any, server_url: str) -> list[str]:
+    """Abort every request to another host than the test server; returns the list of those asked for."""
+    own = urlsplit(server_url).netloc
+    outside: list[str] = []
+
+    def guard(route: Any) -> None:
+        url = route.request.url
+        if urlsplit(url).netloc != own and not url.startswith(("data:", "blob:")):
+            outside.append(url)
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", guard)
+    return outside
+
+
+def collect_page_errors(page: Any) -> list[str]:
+    """Console errors and uncaught exceptions of ``page``, as they happen."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return errors
