@@ -311,9 +311,11 @@ class HnswIndex(FaceIndex):
         with self._lock:
             if self._count == 0 or queries.shape[1] != self.dim:
                 return [empty_hits(self.key_dtype) for _ in range(len(queries))]
+            if k <= 0 or 2 * k >= self._count:
+                return self._search_all(queries, k, unique_groups)
             results = []
             for query in queries:
-                want = self._count if k <= 0 else k
+                want = k
                 # one result per group: over-fetch until enough groups are found or all faces are seen
                 fetch = want if not unique_groups else min(self._count, max(4 * want, 32))
                 while True:
@@ -326,6 +328,18 @@ class HnswIndex(FaceIndex):
                     fetch = min(self._count, 4 * fetch)
                 results.append(Hits(self._keys[slots[order]], groups[order], cosines[order]))
             return results
+
+    def _search_all(self, queries: np.ndarray, k: int, unique_groups: bool) -> list[Hits]:
+        """Most of the faces asked for (k <= 0: all of them): a graph walk cannot promise to reach
+        every element, so score every stored vector instead."""
+        slots = np.flatnonzero(self._alive[: self._used])
+        vectors = np.asarray(self._graph.get_items(slots.astype(np.uint64), return_type="numpy"), np.float32)
+        groups = self._groups[slots]
+        results = []
+        for scores in queries @ vectors.T:
+            order = best_first(scores, groups, k, unique_groups)
+            results.append(Hits(self._keys[slots[order]], groups[order], scores[order].astype(np.float32)))
+        return results
 
     # ----------------------------------------------------------------- persistence
     def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
