@@ -74,6 +74,18 @@ class IndexReport:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(INDEX_STAGES, 0.0))
     wall_seconds: float = 0.0
 
+    def record(self, result: PhotoResult) -> None:
+        """Count one photo handed to the writer (the local and the Ray indexer both report this way)."""
+        if result.error is not None:
+            self.errors.append((result.entry.path, result.error))
+        elif not result.unchanged_content:
+            self.faces += len(result.faces)
+
+    def finish(self, indexed: int, write_seconds: float) -> None:
+        """Close the run: how many photos were written, and the writer's time."""
+        self.indexed = indexed
+        self.stage_seconds["write"] += write_seconds
+
     @property
     def photos_per_second(self) -> float:
         return self.indexed / self.wall_seconds if self.wall_seconds > 0 else 0.0
@@ -466,10 +478,7 @@ def _run_local(
         nonlocal done
         writer.put(result)
         done += 1
-        if result.error is not None:
-            report.errors.append((result.entry.path, result.error))
-        elif not result.unchanged_content:
-            report.faces += len(result.faces)
+        report.record(result)
         if progress:
             progress(done, len(todo), report.faces)
 
@@ -554,5 +563,4 @@ def _run_local(
         writer.close()
         for stage, secs in analyzer.stage_seconds.items():
             report.stage_seconds[stage] += secs
-        report.stage_seconds["write"] += writer.writer.seconds
-        report.indexed = done
+        report.finish(done, writer.writer.seconds)

@@ -256,15 +256,11 @@ def index_library_ray(
                 report.stage_seconds["detect"] += float(batch["detect_s"][i])
                 report.stage_seconds["embed"] += float(batch["align_s"][i]) + float(batch["embed_s"][i])
                 report.stage_seconds["attributes"] += float(batch["attributes_s"][i])
-                if error is not None:
-                    report.errors.append((entry.path, error))
-                elif not result.unchanged_content:
-                    report.faces += len(faces)
+                report.record(result)
             if progress:
                 progress(done, len(todo), report.faces)
     finally:
         writer.close()
-        report.stage_seconds["write"] += writer.writer.seconds
-        report.indexed = done
+        report.finish(done, writer.writer.seconds)
         report.wall_seconds = time.perf_counter() - started
     return report
