@@ -273,7 +273,8 @@ def test_verification_try_it_compares_two_images(tab: Any, shared: Path) -> None
     tab.set_input_files("[data-try-file=source_image]", str(shared / EXAMPLES / "obama.jpg"))
     tab.set_input_files("[data-try-file=target_image]", str(shared / EXAMPLES / "two_people.jpg"))
     tab.click("#try-run")
-    tab.wait_for_function("() => document.querySelectorAll('.try-canvas').length === 2")
+    # two images analysed on a busy CI core can take a while; the status says what the API answered
+    tab.wait_for_function("() => document.querySelectorAll('.try-canvas').length === 2", timeout=90_000)
     answer = json.loads(tab.locator("#try-json").inner_text())["result"][0]
     best = max(answer["face_matches"], key=lambda face: face["similarity"])
     assert best["similarity"] > 0.9 and len(answer["face_matches"]) == 2
@@ -301,7 +302,9 @@ def test_delete_service_asks_first(tab: Any, server: LiveServer) -> None:
     listed = httpx.get(
         server.url + "/api/console/v1/services", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
     ).json()["services"]
-    assert [s["name"] for s in listed] == ["front door", "doorbell detect"]
+    names = [s["name"] for s in listed]
+    # the services earlier tests made stay; the dismissed-then-accepted one is gone
+    assert "temporary" not in names and {"front door", "doorbell detect"} <= set(names)
 
 
 def test_publish_a_person_from_the_person_page(tab: Any) -> None:
