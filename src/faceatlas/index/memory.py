@@ -41,6 +41,19 @@ def _keys_array(keys: np.ndarray | list, dtype: np.dtype) -> np.ndarray:
     return np.asarray(keys, dtype=dtype).ravel()
 
 
+def _added(
+    keys: np.ndarray | list, vectors: np.ndarray, key_dtype: np.dtype, dim: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The keys and unit vectors of an ``add``, checked against each other and the index's size."""
+    keys = _keys_array(keys, key_dtype)
+    if len(keys) == 0:
+        return keys, np.zeros((0, dim), np.float32)
+    unit = unit_rows(vectors)
+    if unit.shape != (len(keys), dim):
+        raise ValueError(f"expected {len(keys)} vectors of {dim} values, got {unit.shape}")
+    return keys, unit
+
+
 def _replace_dir(tmp: Path, target: Path) -> None:
     """Swap a fully written folder into place (readers that mapped the old files keep them)."""
     old = target.with_name(target.name + ".old")
@@ -87,12 +100,9 @@ class ExactIndex(FaceIndex):
         self._groups = _grown(self._groups, self._size, capacity)
 
     def add(self, keys: np.ndarray, groups: np.ndarray, vectors: np.ndarray) -> None:
-        keys = _keys_array(keys, self.key_dtype)
+        keys, vectors = _added(keys, vectors, self.key_dtype, self.dim)
         if len(keys) == 0:
             return
-        vectors = unit_rows(vectors)
-        if vectors.shape != (len(keys), self.dim):
-            raise ValueError(f"expected {len(keys)} vectors of {self.dim} values, got {vectors.shape}")
         with self._lock:
             self.remove(keys)
             needed = self._size + len(keys)
@@ -250,12 +260,9 @@ class HnswIndex(FaceIndex):
         self._alive = _grown(self._alive, self._used, capacity)
 
     def add(self, keys: np.ndarray, groups: np.ndarray, vectors: np.ndarray) -> None:
-        keys = _keys_array(keys, self.key_dtype)
+        keys, vectors = _added(keys, vectors, self.key_dtype, self.dim)
         if len(keys) == 0:
             return
-        vectors = unit_rows(vectors)
-        if vectors.shape != (len(keys), self.dim):
-            raise ValueError(f"expected {len(keys)} vectors of {self.dim} values, got {vectors.shape}")
         with self._lock:
             self.remove(keys)
             reused = [self._free.pop() for _ in range(min(len(self._free), len(keys)))]
