@@ -87,8 +87,8 @@ def build_library(folder: Path, count: int) -> list[Path]:
 
 
 def decode_ceiling(files: list[Path], workers: int, decode_size: int) -> dict[str, float]:
-    from faceatlas.library.pipeline import decode_photo
     from faceatlas.library.scan import FileEntry
+    from faceatlas.library.work import decode_photo
 
     entries = [FileEntry(str(p), p.stat().st_size, p.stat().st_mtime) for p in files]
     started = time.perf_counter()

@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy import select
 
 from faceatlas.index.base import AUTO_HNSW_FROM, INDEX_CHOICES, FaceIndex, IndexSettingError
-from faceatlas.index.memory import META, ExactIndex, HnswIndex
+from faceatlas.index.memory import HNSW_M, META, ExactIndex, HnswIndex
 from faceatlas.storage.service_tables import ServiceSubject
 from faceatlas.storage.services import FaceRows, ServiceStore
 
@@ -276,6 +276,8 @@ class ServiceCollection:
                     continue
                 if kind == "exact" and meta.get("dtype") != self.options.exact_dtype:
                     continue
+                if kind == "hnsw" and int(meta.get("m", 0)) < HNSW_M:
+                    continue  # a sparser graph of an earlier version: rebuilt (its recall is lower)
                 index = (
                     HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
                     if kind == "hnsw"

@@ -22,11 +22,10 @@ from faceatlas.library.pipeline import (
     IndexOptions,
     IndexReport,
     ProgressCallback,
-    decode_photo,
-    describe_error,
     start_run,
 )
 from faceatlas.library.scan import FileEntry
+from faceatlas.library.work import decode_photo, describe_error
 from faceatlas.library.writer import PhotoResult, WriterThread
 from faceatlas.quality import face_qualities
 from faceatlas.storage import Database
