@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchmarks.common import RESULTS, machine, rss_mb, summary
 from faceatlas.index import ExactIndex, FaceIndex, Hits, HnswIndex
+from faceatlas.index.pgvector import PgvectorIndex
 
 PER_PERSON = 10
 NOISE = 0.75  # norm of the per-photo noise around a unit centre
@@ -314,12 +316,14 @@ def main() -> None:
                         **measure(index, queries, truth),
                         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                     }
-                    if isinstance(index, HnswIndex):
+                    graph: Any = index.inner if isinstance(index, Positions) else index
+                    if isinstance(graph, HnswIndex | PgvectorIndex):
                         # the beam width trades latency for recall: the curve, at every width
-                        entry["ef_search"] = index.beam()
+                        default_ef = graph.beam() if isinstance(graph, HnswIndex) else graph.ef_search
+                        entry["ef_search"] = default_ef
                         entry["by_ef_search"] = {}
-                        for ef in (64, 128, 256, 512):
-                            index.ef_search = ef
+                        for ef in (40, 64, 128, 256, 512):
+                            graph.ef_search = ef
                             measured = measure(index, queries, truth)
                             entry["by_ef_search"][ef] = {
                                 "p50_ms": measured["one_query_ms"]["p50"],  # type: ignore[index]
