@@ -98,7 +98,9 @@ class Positions(FaceIndex):
         ]
 
 
-def build_pgvector(url: str, vectors: np.ndarray) -> tuple[FaceIndex, float | None, float | None]:
+def build_pgvector(
+    url: str, vectors: np.ndarray, people: np.ndarray
+) -> tuple[FaceIndex, float | None, float | None]:
     """Rows in service_face (bulk insert, not timed), then the vector column and HNSW index (timed).
     A service already holding these rows (an earlier run) is reused: no build time then."""
     from sqlalchemy import text
@@ -124,7 +126,17 @@ def build_pgvector(url: str, vectors: np.ndarray) -> tuple[FaceIndex, float | No
         sid = store.create_service(name, "recognition", pack).id
         for start in range(0, n, 50_000):
             chunk = vectors[start : start + 50_000]
-            store.add_faces_bulk(sid, [f"p{start + i}" for i in range(len(chunk))], chunk, pack)
+            # subjects are the generated people (10 photos each); the face ids come back in order
+            subjects = [f"person{p}" for p in people[start : start + len(chunk)]]
+            ids = store.add_faces_bulk(sid, subjects, chunk, pack)
+            with db.engine.begin() as conn:
+                conn.execute(
+                    text("CREATE TABLE IF NOT EXISTS bench_position (face_id text PRIMARY KEY, position int)")
+                )
+                conn.execute(
+                    text("INSERT INTO bench_position VALUES (:f, :p)"),
+                    [{"f": face_id, "p": start + i} for i, face_id in enumerate(ids)],
+                )
         with db.engine.begin() as conn:
             size_before = conn.scalar(text("SELECT pg_database_size(current_database())"))
         started = time.perf_counter()
@@ -138,12 +150,12 @@ def build_pgvector(url: str, vectors: np.ndarray) -> tuple[FaceIndex, float | No
     with db.engine.begin() as conn:
         rows = conn.execute(
             text(
-                "SELECT f.id, s.name FROM service_face f JOIN service_subject s ON s.id = f.subject_id "
+                "SELECT f.id, b.position FROM service_face f JOIN bench_position b ON b.face_id = f.id "
                 "WHERE f.service_id = :sid"
             ),
             {"sid": sid},
         ).all()
-    return Positions(index, {r[0].encode(): int(r[1][1:]) for r in rows}), build, per_face
+    return Positions(index, {r[0].encode(): int(r[1]) for r in rows}), build, per_face
 
 
 def measure(index: FaceIndex, queries: np.ndarray, truth: list[np.ndarray]) -> dict[str, object]:
@@ -292,7 +304,7 @@ def main() -> None:
                     if not args.pgvector:
                         print("  skipped: no --pgvector URL")
                         continue
-                    index, build_s, per_face = build_pgvector(args.pgvector, vectors)
+                    index, build_s, per_face = build_pgvector(args.pgvector, vectors, people)
                     memory = {"bytes_per_face_on_disk": None if per_face is None else round(per_face, 1)}
                 else:
                     before = rss_mb()

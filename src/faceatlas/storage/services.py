@@ -404,16 +404,35 @@ class ServiceStore:
         ids = [str(uuid.uuid4()) for _ in subjects]
         with self.db.session() as s:
             version = self._bump(s, service_id)
-            subject_ids: dict[str, int] = {}
+            # set-based: one SELECT per chunk of names and one multi-row INSERT of the new ones (a
+            # row-by-row lookup and flush took ~25 min for a million subjects on PostgreSQL)
+            first_name: dict[str, str] = {}
             for name in subjects:
-                if name.lower() in subject_ids:
-                    continue
-                row = self._subject(s, service_id, name)
-                if row is None:
-                    row = ServiceSubject(service_id=service_id, name=name, name_key=name.lower())
-                    s.add(row)
-                    s.flush()
-                subject_ids[name.lower()] = row.id
+                first_name.setdefault(name.lower(), name)
+            subject_ids: dict[str, int] = {}
+            keys = list(first_name)
+            for start in range(0, len(keys), 10_000):
+                chunk = keys[start : start + 10_000]
+                found = s.execute(
+                    select(ServiceSubject.name_key, ServiceSubject.id).where(
+                        ServiceSubject.service_id == service_id, ServiceSubject.name_key.in_(chunk)
+                    )
+                ).all()
+                subject_ids.update({key: subject_id for key, subject_id in found})
+                new = [
+                    {"service_id": service_id, "name": first_name[key], "name_key": key}
+                    for key in chunk
+                    if key not in subject_ids
+                ]
+                if new:
+                    s.execute(cast(Table, ServiceSubject.__table__).insert(), new)
+                    created = s.execute(
+                        select(ServiceSubject.name_key, ServiceSubject.id).where(
+                            ServiceSubject.service_id == service_id,
+                            ServiceSubject.name_key.in_([row["name_key"] for row in new]),
+                        )
+                    ).all()
+                    subject_ids.update({key: subject_id for key, subject_id in created})
             s.execute(
                 cast(Table, ServiceFace.__table__).insert(),
                 [
