@@ -1,0 +1,85 @@
+"""How dense the HNSW graph must be: build time, recall and latency against the beam, per (M, ef_c).
+
+    PYTHONPATH=src python benchmarks/hnsw_params.py --faces 1000000 --m 32 --ef-construction 200 [--dim 128]
+
+Same clustered vectors and queries as ``benchmarks/search.py`` (so the figures compare), hnswlib used
+directly with 2 build threads and 1 query thread, 300 queries, recall against the exact float32 top 5.
+Appends one entry to ``benchmarks/results/hnsw_params.json``. This is how ``HNSW_M`` and
+``HNSW_EF_CONSTRUCTION`` in ``faceatlas/index/memory.py`` were chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from benchmarks.common import RESULTS, machine
+from benchmarks.search import clustered, query_photos
+
+
+def main() -> None:
+    import hnswlib
+    from threadpoolctl import threadpool_limits
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--faces", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--m", type=int, default=32)
+    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--queries", type=int, default=300)
+    args = parser.parse_args()
+    n, dim = args.faces, args.dim
+    vectors, people = clustered(n, dim, seed=n + dim)
+    queries = query_photos(vectors, people, args.queries, seed=1)
+    with threadpool_limits(1):
+        truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
+    graph = hnswlib.Index(space="ip", dim=dim)
+    graph.init_index(max_elements=n, ef_construction=args.ef_construction, M=args.m)
+    started = time.perf_counter()
+    graph.add_items(vectors, np.arange(n), num_threads=2)
+    entry: dict[str, object] = {
+        "faces": n,
+        "dim": dim,
+        "m": args.m,
+        "ef_construction": args.ef_construction,
+        "build_s": round(time.perf_counter() - started, 1),
+        "load_average_1m": os.getloadavg()[0],
+        "by_ef": {},
+    }
+    print(json.dumps(entry), flush=True)
+    for ef in (64, 128, 256, 384, 512, 768, 1024):
+        graph.set_ef(ef)
+        times, found = [], []
+        for query in queries:
+            t = time.perf_counter()
+            labels, _ = graph.knn_query(query[None], k=5, num_threads=1)
+            times.append((time.perf_counter() - t) * 1e3)
+            found.append(labels[0])
+        measured = {
+            "p50_ms": round(float(np.median(times)), 3),
+            "p99_ms": round(float(np.percentile(times, 99)), 3),
+            "recall_at_1": float(np.mean([f[0] == t[0] for f, t in zip(found, truth, strict=True)])),
+            "recall_at_5": float(
+                np.mean([len(set(f) & set(t)) / 5 for f, t in zip(found, truth, strict=True)])
+            ),
+        }
+        entry["by_ef"][ef] = measured  # type: ignore[index]
+        print(ef, json.dumps(measured), flush=True)
+    path = RESULTS / "hnsw_params.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"machine": machine(), "runs": []}
+    results["runs"].append(entry)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
