@@ -97,7 +97,8 @@ def test_two_node_cluster_survives_a_killed_worker(engine, shared, tmp_path, lib
             driver.kill()
     assert killed, f"no worker on the second node to kill; driver said: {output.get('err', '')[-3000:]}"
     assert driver.returncode == 0, output.get("err", "")[-3000:]
-    report = json.loads(output["out"][output["out"].index("{") :])
+    # the report is the first JSON object on stdout; Ray may log a retry line after it
+    report, _ = json.JSONDecoder().raw_decode(output["out"], output["out"].index("{"))
     assert report["indexed"] == PHOTOS and not report["errors"]
     with ray_db.session() as s:
         assert s.scalar(select(func.count()).select_from(Photo)) == PHOTOS

@@ -32,8 +32,10 @@ BACKFILL_CHUNK = 2_000
 #: embeddings of 1 M people need M=32 for recall@5 >= 0.99 at a small ef_search.
 PGVECTOR_M = 32
 PGVECTOR_EF_CONSTRUCTION = 200
-#: maintenance_work_mem for building the index: the graph must fit in it or pgvector builds it on
-#: disk, many times slower (bytes per face: the vector, 2M neighbours of 8 bytes, the tuple header)
+#: maintenance_work_mem for building the index: the graph must fit in it or pgvector goes on building
+#: it on disk, ~100x slower. Bytes per face: the vector, 2M layer-0 neighbours of 16 bytes plus the upper
+#: layers, headers. 16 bytes a neighbour was too few: a 1 M-face build (128-d, M=32) ran out at 800 000
+#: faces and then inserted ~300 faces/s instead of ~1 000.
 MAX_BUILD_MEMORY = 4 * 2**30
 MISSING_EXTENSION = (
     "the pgvector index needs PostgreSQL with the 'vector' extension (pgvector): install it on the "
@@ -101,7 +103,7 @@ class PgvectorIndex(FaceIndex):
                 )
                 or 0
             )
-            needed = rows * (4 * self.dim + 16 * PGVECTOR_M + 64)
+            needed = rows * (4 * self.dim + 48 * PGVECTOR_M + 128)
             memory_mb = max(64, min(MAX_BUILD_MEMORY, needed + needed // 4) // 2**20)
             conn.execute(text(f"SET LOCAL maintenance_work_mem = '{int(memory_mb)}MB'"))
             started = time.perf_counter()
