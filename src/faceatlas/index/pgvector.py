@@ -35,7 +35,7 @@ PGVECTOR_EF_CONSTRUCTION = 200
 #: maintenance_work_mem for building the index: the graph must fit in it or pgvector goes on building
 #: it on disk, ~100x slower. Bytes per face: the vector, 2M layer-0 neighbours of 16 bytes plus the upper
 #: layers, headers. 16 bytes a neighbour was too few: a 1 M-face build (128-d, M=32) ran out at 800 000
-#: faces and then inserted ~300 faces/s instead of ~1 000.
+#: faces and then inserted ~40 faces/s instead of ~500.
 MAX_BUILD_MEMORY = 4 * 2**30
 MISSING_EXTENSION = (
     "the pgvector index needs PostgreSQL with the 'vector' extension (pgvector): install it on the "
