@@ -68,7 +68,8 @@ class PgvectorIndex(FaceIndex):
     dim: int
     where: Mapping[str, int] = field(default_factory=dict)
     key_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.int64))
-    ef_search: int = 100
+    # measured at 1 M faces (M=32): ef 40: 12 ms, recall@5 0.984; 64: 16 ms, 0.999; 100: 26 ms, 0.999
+    ef_search: int = 64
     kind: str = "pgvector"
 
     def __post_init__(self) -> None:
