@@ -384,8 +384,13 @@ def test_booleans_are_not_embeddings_and_413_and_503_have_compreface_bodies(
     ]
     for thread in busy:
         thread.start()
-    time.sleep(0.8)
-    answer = KeepAlive(server.url, Figures()).request("GET", "/healthcheck")  # a 503 on purpose
+    # ask until the four uploads fill the server (a fixed wait raced with decodes that got faster)
+    deadline = time.monotonic() + 10
+    while True:
+        answer = KeepAlive(server.url, Figures()).request("GET", "/healthcheck")  # a 503 on purpose
+        if answer.status == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     for thread in busy:
         thread.join(timeout=120)
     assert answer.status == 503 and is_compreface_error(answer.json()), answer.body
