@@ -209,7 +209,7 @@ def _hnswlib() -> Any:  # hnswlib ships no type information
     return hnswlib
 
 
-#: The graph's density, measured on 1 M clustered 128-d faces (``benchmarks/search.py``, 2 cores, quiet):
+#: The graph's density, measured on 1 M clustered 128-d faces (``benchmarks/hnsw_params.py``, 2 cores):
 #: M=16, ef_construction=100 builds in ~3 min but finds only 96.5 % of the true top 5 even at ef 512
 #: (1.7 ms); M=32, ef_construction=200 builds in 8 min (2 threads) and finds 99.87 % at ef 128 (0.6 ms).
 #: Face embeddings of different people are nearly orthogonal (high intrinsic dimension), which is the
