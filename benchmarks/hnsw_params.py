@@ -2,8 +2,9 @@
 
     PYTHONPATH=src python benchmarks/hnsw_params.py --faces 1000000 --m 32 --ef-construction 200 [--dim 128]
 
-Same clustered vectors and queries as ``benchmarks/search.py`` (so the figures compare), hnswlib used
-directly with 2 build threads and 1 query thread, 300 queries, recall against the exact float32 top 5.
+Same clustered vectors and queries as ``benchmarks/search.py`` (so the figures compare), through
+``faceatlas.index.HnswIndex`` itself (usearch, float16 vectors) with every core building and 1 query
+thread, 300 queries, recall against the exact float32 top 5.
 Appends one entry to ``benchmarks/results/hnsw_params.json``. This is how ``HNSW_M`` and
 ``HNSW_EF_CONSTRUCTION`` in ``faceatlas/index/memory.py`` were chosen.
 """
@@ -23,12 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchmarks.common import RESULTS, machine
-from benchmarks.search import clustered, query_photos
+from benchmarks.search import clustered, exact_top, query_photos
 
 
 def main() -> None:
-    import hnswlib
-    from threadpoolctl import threadpool_limits
+    from faceatlas.index import HnswIndex
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--faces", type=int, default=1_000_000)
@@ -40,30 +40,31 @@ def main() -> None:
     n, dim = args.faces, args.dim
     vectors, people = clustered(n, dim, seed=n + dim)
     queries = query_photos(vectors, people, args.queries, seed=1)
-    with threadpool_limits(1):
-        truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :5]
-    graph = hnswlib.Index(space="ip", dim=dim)
-    graph.init_index(max_elements=n, ef_construction=args.ef_construction, M=args.m)
+    truth = exact_top(queries, vectors)
+    graph = HnswIndex(dim, m=args.m, ef_construction=args.ef_construction)
+    graph.reserve(n)
     started = time.perf_counter()
-    graph.add_items(vectors, np.arange(n), num_threads=2)
+    graph.add(np.arange(n), np.zeros(n, np.int64), vectors)
     entry: dict[str, object] = {
+        "library": "usearch",
         "faces": n,
         "dim": dim,
         "m": args.m,
         "ef_construction": args.ef_construction,
         "build_s": round(time.perf_counter() - started, 1),
+        "build_threads": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
         "by_ef": {},
     }
     print(json.dumps(entry), flush=True)
     for ef in (64, 128, 256, 384, 512, 768, 1024):
-        graph.set_ef(ef)
+        graph.ef_search = ef
         times, found = [], []
         for query in queries:
             t = time.perf_counter()
-            labels, _ = graph.knn_query(query[None], k=5, num_threads=1)
+            hits = graph.search(query[None], 5)[0]
             times.append((time.perf_counter() - t) * 1e3)
-            found.append(labels[0])
+            found.append(hits.keys)
         measured = {
             "p50_ms": round(float(np.median(times)), 3),
             "p99_ms": round(float(np.percentile(times, 99)), 3),

@@ -7,6 +7,7 @@ pgvector server that ``.ci/pgvector-server`` starts (FACEATLAS_TEST_PGVECTOR, se
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,6 +120,79 @@ def test_saved_index_reopens_without_rebuilding(make_index, tmp_path: Path) -> N
     assert int(loaded.search(vectors[:1], 1)[0].keys[0]) == 5000
     if isinstance(loaded, ExactIndex):
         assert isinstance(loaded._matrix, np.memmap)
+
+
+def test_a_mapped_graph_takes_changes_beside_it_and_folds_them_on_save(tmp_path: Path) -> None:
+    vectors = clustered_unit_vectors(4000, DIM, seed=11)
+    owned = HnswIndex(DIM)
+    owned.add(np.arange(4000), np.arange(4000) // 8, vectors)
+    owned.save(tmp_path / "ix")
+    mapped, _ = HnswIndex.load(tmp_path / "ix")
+    assert mapped.mapped and len(mapped) == 4000
+    # the mapped graph is read-only: an added face is kept beside it, removed ones are masked
+    mapped.add(np.array([9000]), [999], vectors[:1])
+    assert mapped.remove(np.arange(1, 2000)) == 1999
+    assert len(mapped) == 2002 and mapped.describe()["recent_faces"] == 1
+    hits = mapped.search(vectors[:3], 5)
+    assert {0, 9000} <= set(hits[0].keys.tolist())
+    assert all(set(h.keys.tolist()).isdisjoint(range(1, 2000)) for h in hits)
+    best = mapped.search(vectors[2500:2501], 10, unique_groups=True)[0]
+    assert len(set(best.groups.tolist())) == 10 and int(best.keys[0]) == 2500
+    assert mapped.remove(np.array([9000])) == 1 and 9000 not in mapped.search(vectors[:1], 5)[0].keys
+    mapped.add(np.array([9001]), [999], vectors[:1])
+    before = [h.keys.tolist() for h in mapped.search(vectors[2000:2100], 3)]
+    mapped.save(tmp_path / "ix")  # folds the changes into a graph of its own, then saves it
+    assert not mapped.mapped and mapped.recent_faces == 0 and len(mapped) == 2002
+    again, _ = HnswIndex.load(tmp_path / "ix")
+    assert again.mapped and len(again) == 2002
+    assert [h.keys.tolist() for h in again.search(vectors[2000:2100], 3)] == before
+    assert 9001 in again.search(vectors[:1], 2)[0].keys and 5 not in again.search(vectors[5:6], 3)[0].keys
+
+
+def test_processes_share_the_pages_of_a_mapped_graph(tmp_path: Path) -> None:
+    vectors = clustered_unit_vectors(20_000, 64, seed=12)
+    index = HnswIndex(64)
+    index.add(np.arange(len(vectors)), np.zeros(len(vectors)), vectors)
+    index.save(tmp_path / "ix")
+    np.save(tmp_path / "queries.npy", vectors[::10])
+    reader = (
+        "import sys, numpy as np\n"
+        "from faceatlas.index import HnswIndex\n"
+        f"index, _ = HnswIndex.load({str(tmp_path / 'ix')!r})\n"
+        f"queries = np.load({str(tmp_path / 'queries.npy')!r})\n"
+        "hits = index.search(queries, 3)\n"
+        "assert index.mapped and all(int(h.keys[0]) == 10 * i for i, h in enumerate(hits))\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in readers:
+            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        size_kb = (tmp_path / "ix" / "graph.usearch").stat().st_size / 1024
+        for process in readers:
+            fields: dict[str, int] = {}
+            mapping = None
+            for line in Path(f"/proc/{process.pid}/smaps").read_text().splitlines():
+                if line[0] in "0123456789abcdef" and " " in line:
+                    mapping = line.split()[-1]
+                elif mapping and mapping.endswith("graph.usearch") and line.endswith(" kB"):
+                    name, value, _ = line.split()
+                    fields[name.rstrip(":")] = fields.get(name.rstrip(":"), 0) + int(value)
+            # the graph is a file mapping in each reader whose pages both readers map (dirty while the
+            # page cache has not written them back yet), and none of them is a private copy
+            shared = fields.get("Shared_Clean", 0) + fields.get("Shared_Dirty", 0)
+            assert shared >= 0.5 * size_kb and fields["Anonymous"] == 0, fields
+            assert fields["Pss"] <= 0.6 * fields["Rss"], fields
+    finally:
+        for process in readers:
+            process.communicate("\n", timeout=30)
 
 
 # --------------------------------------------------------------------------- the server's collections
@@ -317,8 +391,39 @@ def test_restart_opens_the_snapshot_and_replays_the_log(backend: tuple[str, str]
         assert restarted.search(unit(777)[None], 1)[0][0].image_id == new_id
         assert ids[0] not in {m.image_id for m in restarted.search(vectors[0][None], 5)[0]}
         assert restarted.search(vectors[10][None], 1)[0][0].image_id == ids[10]
-        if kind.startswith("exact"):
-            assert restarted.index.describe()["memory_mapped"] is True
+        # every worker that opens the snapshot shares its pages
+        assert restarted.index.describe()["memory_mapped"] is True
+    finally:
+        db.dispose()
+
+
+def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import faceatlas.index.service as service_module
+
+    monkeypatch.setattr(service_module, "RECENT_FOLD", 3)
+    db = Database.open(sqlite_url(tmp_path / "fold.db"))
+    store = ServiceStore(db)
+    options = options_for("hnsw", tmp_path / "snap", 100)
+    try:
+        sid = store.create_service("big", "recognition", "sface").id
+        vectors = clustered_unit_vectors(400, DIM)
+        store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
+        collections = ServiceCollections(store, "sface", DIM, 0.0, options)
+        ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)  # writes the snapshot
+        collection = collections.get(sid)
+        assert isinstance(collection.index, HnswIndex) and collection.index.mapped
+        added = [store.add_face(sid, "late", unit(900 + i), "sface")[0] for i in range(2)]
+        collections.after_write(sid)
+        assert collection.index.recent_faces == 2  # beside the read-only graph
+        added.append(store.add_face(sid, "late", unit(902), "sface")[0])
+        collections.after_write(sid)
+        assert isinstance(collection.index, HnswIndex)
+        assert collection.index.mapped and collection.index.recent_faces == 0 and len(collection) == 403
+        assert [collection.search(unit(900 + i)[None], 1)[0][0].image_id for i in range(3)] == added
+        meta = json.loads(next((tmp_path / "snap").iterdir()).joinpath("meta.json").read_text())
+        assert meta["size"] == 403 and meta["version"] == collection.version
     finally:
         db.dispose()
 
@@ -342,6 +447,7 @@ def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
         assert collection.search(unit(4242)[None], 1)[0][0].image_id == late
         assert ids[7] not in {m.image_id for m in collection.search(vectors[7][None], 10)[0]}
         assert [p.name for p in (tmp_path / "snap").iterdir()] == [f"service-{sid}-sface-hnsw"]
+        assert isinstance(collection.index, HnswIndex) and collection.index.mapped  # the saved graph
         reopened = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
         assert reopened.index.kind == "hnsw" and len(reopened) == 3000
     finally:

@@ -1,4 +1,4 @@
-"""In-memory backends: the exact product (float32 or float16) and HNSW (hnswlib).
+"""In-memory backends: the exact product (float32 or float16) and HNSW (usearch).
 
 Both can be saved to a folder and opened again, so a restart does not rebuild them from the
 database. The exact index is opened as a copy-on-write memory map: several server workers on one
@@ -201,28 +201,40 @@ class ExactIndex(FaceIndex):
         }
 
 
-def _hnswlib() -> Any:  # hnswlib ships no type information
+def _usearch_index() -> Any:  # usearch's Index is typed loosely; the calls below are checked by tests
     try:
-        import hnswlib
-    except ImportError as exc:  # pragma: no cover - hnswlib is a dependency
-        raise IndexUnavailableError("the hnsw index needs the hnswlib package (pip install hnswlib)") from exc
-    return hnswlib
+        from usearch.index import Index
+    except ImportError as exc:  # pragma: no cover - usearch is a dependency
+        raise IndexUnavailableError("the hnsw index needs the usearch package (pip install usearch)") from exc
+    return Index
 
 
 #: The graph's density, measured on 1 M clustered 128-d faces (``benchmarks/hnsw_params.py``, 2 cores):
-#: M=16, ef_construction=100 builds in ~3 min but finds only 96.5 % of the true top 5 even at ef 512
-#: (1.7 ms); M=32, ef_construction=200 builds in 8 min (2 threads) and finds 99.87 % at ef 128 (0.6 ms).
-#: Face embeddings of different people are nearly orthogonal (high intrinsic dimension), which is the
-#: case that needs the denser graph.
+#: M=16, ef_construction=100 finds only 96.5 % of the true top 5 even at ef 512; M=32,
+#: ef_construction=200 finds 99.87 % at ef 128. Face embeddings of different people are nearly
+#: orthogonal (high intrinsic dimension), which is the case that needs the denser graph.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
+#: vectors in the graph are stored as float16: half the memory, a build as fast as hnswlib's float32
+#: one, cosines within 1.1e-4 of the exact ones (measured on 200 000 faces)
+HNSW_DTYPE = "f16"
+GRAPH_FILE = "graph.usearch"
+#: faces inserted one thread at a time before the graph is built on every core
+SERIAL_INSERTS = 10_000
+#: the snapshot format; a snapshot of another format (hnswlib's, before 4) is rebuilt
+HNSW_FORMAT = 4
 
 
 class HnswIndex(FaceIndex):
-    """Approximate search with an HNSW graph (hnswlib, inner product on unit vectors).
+    """Approximate search with an HNSW graph (usearch, inner product on unit vectors).
 
-    Every face occupies a *slot*; the slot number is its hnswlib label. A removed face's slot is marked
-    deleted and reused by a later add, so the graph is updated in place and never rebuilt.
+    Every face occupies a *slot*, its key in the graph. A removed face's slot is removed from the graph
+    and reused by a later add, so the graph is updated in place and never rebuilt.
+
+    An index opened from a snapshot with ``mapped=True`` serves the saved graph as a read-only memory map:
+    every process that opens the same snapshot shares its pages (several server workers hold one copy).
+    Such a graph cannot change, so faces added afterwards go to a small exact index beside it, removed
+    ones are masked out of the graph's answers, and :meth:`save` folds both into a new graph.
     """
 
     kind = "hnsw"
@@ -243,27 +255,47 @@ class HnswIndex(FaceIndex):
         self._lock = threading.RLock()
         self.clear()
 
+    def _new_graph(self) -> Any:
+        return _usearch_index()(
+            ndim=self.dim,
+            metric="ip",
+            dtype=HNSW_DTYPE,
+            connectivity=self.m,
+            expansion_add=self.ef_construction,
+        )
+
     def clear(self, capacity: int = 1024) -> None:
         with self._lock:
-            self._graph = _hnswlib().Index(space="ip", dim=self.dim)
-            self._graph.init_index(max_elements=capacity, ef_construction=self.ef_construction, M=self.m)
+            self._graph = self._new_graph()
+            self._mapped = False  # the graph is a read-only view of a snapshot file
+            self._graph_slots = 0  # slots held by a mapped graph (adds beyond go to _recent)
+            self._recent = ExactIndex(self.dim, key_dtype=self.key_dtype)
             self._keys = np.zeros(capacity, self.key_dtype)
             self._groups = np.zeros(capacity, np.int64)
             self._alive = np.zeros(capacity, bool)
             self._used = 0  # slots ever handed out (high-water mark)
             self._free: list[int] = []
-            self._count = 0
+            self._count = 0  # faces in the graph (the recent ones are counted by _recent)
 
     def __len__(self) -> int:
-        return self._count
+        return self._count + len(self._recent)
+
+    @property
+    def mapped(self) -> bool:
+        """The graph is a shared read-only memory map of a snapshot."""
+        return self._mapped
+
+    @property
+    def recent_faces(self) -> int:
+        """Faces added since the graph was mapped (kept beside it until the next save)."""
+        return len(self._recent)
 
     def reserve(self, count: int) -> None:
         with self._lock:
-            if count > self._graph.get_max_elements():
+            if not self._mapped and count > len(self._keys):
                 self._resize(count)
 
     def _resize(self, capacity: int) -> None:
-        self._graph.resize_index(capacity)
         self._keys = _grown(self._keys, self._used, capacity)
         self._groups = _grown(self._groups, self._used, capacity)
         self._alive = _grown(self._alive, self._used, capacity)
@@ -274,14 +306,22 @@ class HnswIndex(FaceIndex):
             return
         with self._lock:
             self.remove(keys)
+            if self._mapped:
+                self._recent.add(keys, groups, vectors)
+                return
             reused = [self._free.pop() for _ in range(min(len(self._free), len(keys)))]
             fresh = len(keys) - len(reused)
-            if self._used + fresh > self._graph.get_max_elements():
-                self._resize(max(self._used + fresh, 2 * self._graph.get_max_elements()))
-            slots = np.asarray(reused + list(range(self._used, self._used + fresh)), np.int64)
+            if self._used + fresh > len(self._keys):
+                self._resize(max(self._used + fresh, 2 * len(self._keys)))
+            slots = np.asarray(reused + list(range(self._used, self._used + fresh)), np.uint64)
             self._used += fresh
-            # hnswlib updates a reused (deleted) label in place and un-deletes it
-            self._graph.add_items(vectors, slots.astype(np.uint64), num_threads=-1)
+            # concurrent inserts into a small graph lose links (5 of 300 true neighbours missed on 500
+            # faces built with 2 threads, none with 1): the first faces go in one at a time
+            serial = max(0, min(len(slots), SERIAL_INSERTS - len(self._graph)))
+            if serial:
+                self._graph.add(slots[:serial], vectors[:serial], threads=1)
+            if serial < len(slots):
+                self._graph.add(slots[serial:], vectors[serial:], threads=0)  # 0: every core
             self._keys[slots] = keys
             self._groups[slots] = np.asarray(groups, np.int64).ravel()
             self._alive[slots] = True
@@ -290,88 +330,128 @@ class HnswIndex(FaceIndex):
     def remove(self, keys: np.ndarray) -> int:
         wanted = _keys_array(keys, self.key_dtype)
         with self._lock:
-            if len(wanted) == 0 or self._count == 0:
+            if len(wanted) == 0 or len(self) == 0:
                 return 0
+            removed = self._recent.remove(wanted)
             slots = np.flatnonzero(self._alive[: self._used] & np.isin(self._keys[: self._used], wanted))
-            for slot in slots:
-                self._graph.mark_deleted(int(slot))
-                self._free.append(int(slot))
-            self._alive[slots] = False
-            self._count -= len(slots)
-            return len(slots)
+            if len(slots):
+                if not self._mapped:  # (a mapped graph cannot change: its answers are masked instead)
+                    self._graph.remove(slots.astype(np.uint64))
+                    self._free.extend(int(s) for s in slots)
+                self._alive[slots] = False
+                self._count -= len(slots)
+            return removed + len(slots)
 
     def beam(self) -> int:
-        """The search beam (hnswlib's ef): fixed when given, else widened with the size. Measured with
-        the default graph (M=32, ef_construction=200) on clustered 128-d faces, recall@5 against exact
-        search: 200 000 faces, ef 64: 99.87 % (0.22 ms); 1 M faces, ef 64: 98.1 %, ef 128: 99.87 %
-        (0.62 ms), ef 256: 99.93 % (1.1 ms). A smaller graph (M) needs a wider beam."""
+        """The search beam (ef): fixed when given, else widened with the size. Measured with the default
+        graph (M=32, ef_construction=200, float16) on clustered 128-d faces, one query thread, recall@5
+        against exact search: 200 000 faces, ef 64: 99.73 % (0.32 ms); 1 M faces, ef 128: 99.13 %
+        (1.05 ms), ef 192: 99.87 % (1.6 ms). A smaller graph (M) needs a wider beam."""
         if self.ef_search is not None:
             return self.ef_search
-        beam = min(256, max(64, self._count // 8000))
+        beam = min(256, max(64, self._count // 5000))
         return beam if self.m >= HNSW_M else 2 * beam
 
-    def _query(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """hnswlib's top-k; asks with a wider beam if the graph cannot fill k results."""
-        k = min(k, self._count)
-        ef = max(self.beam(), k)
-        while True:
-            self._graph.set_ef(ef)
-            try:
-                labels, distances = self._graph.knn_query(queries, k=k, num_threads=self.threads)
-                return labels.astype(np.int64), (1.0 - distances).astype(np.float32)
-            except RuntimeError:
-                if ef >= self._count:
-                    k = max(1, k // 2)
-                ef = min(2 * ef, max(self._count, 1))
+    def _graph_hits(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and cosines of up to ``fetch`` live faces of the graph nearest to one query."""
+        self._graph.expansion_search = max(self.beam(), fetch)
+        found = self._graph.search(query, fetch, threads=self.threads)
+        slots = np.asarray(found.keys, np.int64)
+        # float16 rounding can put a face's cosine with itself a little above 1
+        cosines = np.clip(1.0 - np.asarray(found.distances, np.float32), -1.0, 1.0)
+        live = self._alive[slots]
+        return slots[live], cosines[live]
 
     def search(self, queries: np.ndarray, k: int, *, unique_groups: bool = False) -> list[Hits]:
         queries = unit_rows(queries)
         with self._lock:
-            if self._count == 0 or queries.shape[1] != self.dim:
+            if len(self) == 0 or queries.shape[1] != self.dim:
                 return [empty_hits(self.key_dtype) for _ in range(len(queries))]
             if k <= 0 or 2 * k >= self._count:
                 return self._search_all(queries, k, unique_groups)
+            masked = self._graph_slots - self._count if self._mapped else 0
+            recent = None
+            if self.recent_faces:
+                recent = self._recent.search(queries, k, unique_groups=unique_groups)
             results = []
-            for query in queries:
-                want = k
-                # one result per group: over-fetch until enough groups are found or all faces are seen
-                fetch = want if not unique_groups else min(self._count, max(4 * want, 32))
+            for row, query in enumerate(queries):
+                # one result per group, or faces masked out of a mapped graph: over-fetch until enough
+                # are found or the whole graph has been asked
+                fetch = min(self._count + masked, (max(4 * k, 32) if unique_groups else k) + masked)
                 while True:
-                    slots, cosines = self._query(query[None, :], fetch)
-                    slots, cosines = slots[0], cosines[0]
+                    slots, cosines = self._graph_hits(query, fetch)
                     groups = self._groups[slots]
-                    order = best_first(cosines, groups, want, unique_groups)
-                    if not unique_groups or len(order) >= want or fetch >= self._count:
+                    enough = len(slots) >= k and (not unique_groups or len(np.unique(groups)) >= k)
+                    if enough or fetch >= self._count + masked:
                         break
-                    fetch = min(self._count, 4 * fetch)
-                results.append(Hits(self._keys[slots[order]], groups[order], cosines[order]))
+                    fetch = min(self._count + masked, 4 * fetch)
+                keys = self._keys[slots]
+                if recent is not None:
+                    keys = np.concatenate([keys, recent[row].keys])
+                    groups = np.concatenate([groups, recent[row].groups])
+                    cosines = np.concatenate([cosines, recent[row].cosines])
+                order = best_first(cosines, groups, k, unique_groups)
+                results.append(Hits(keys[order], groups[order], cosines[order]))
             return results
+
+    def _graph_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and float32 vectors of every live face of the graph."""
+        slots = np.flatnonzero(self._alive[: self._used])
+        if len(slots) == 0:
+            return slots, np.zeros((0, self.dim), np.float32)
+        return slots, np.vstack(self._graph.get(slots.astype(np.uint64), dtype=np.float32))
 
     def _search_all(self, queries: np.ndarray, k: int, unique_groups: bool) -> list[Hits]:
         """Most of the faces asked for (k <= 0: all of them): a graph walk cannot promise to reach
         every element, so score every stored vector instead."""
-        slots = np.flatnonzero(self._alive[: self._used])
-        vectors = np.asarray(self._graph.get_items(slots.astype(np.uint64), return_type="numpy"), np.float32)
-        groups = self._groups[slots]
+        slots, vectors = self._graph_entries()
+        recent_keys, recent_groups, recent_vectors = self._recent.entries()
+        keys = np.concatenate([self._keys[slots], recent_keys])
+        groups = np.concatenate([self._groups[slots], recent_groups])
+        vectors = np.vstack([vectors, recent_vectors])
         results = []
         for scores in queries @ vectors.T:
             order = best_first(scores, groups, k, unique_groups)
-            results.append(Hits(self._keys[slots[order]], groups[order], scores[order].astype(np.float32)))
+            results.append(Hits(keys[order], groups[order], scores[order].astype(np.float32)))
         return results
 
     # ----------------------------------------------------------------- persistence
+    def _take_ownership(self) -> None:
+        """Turn a mapped graph into one of this process's own, folding in what changed since."""
+        if not self._mapped:
+            return
+        # a copy of the mapped file in this process's memory (no rebuild), then the removals applied
+        owned = _usearch_index().restore(self._graph.save())
+        owned.expansion_add = self.ef_construction
+        masked = np.flatnonzero(~self._alive[: self._used])
+        if len(masked):
+            owned.remove(masked.astype(np.uint64))
+        self._graph, self._mapped = owned, False
+        self._keys, self._groups, self._alive = (
+            np.array(self._keys[: self._used]),
+            np.array(self._groups[: self._used]),
+            np.array(self._alive[: self._used]),
+        )
+        self._free = [int(s) for s in np.flatnonzero(~self._alive[: self._used])]
+        keys, groups, vectors = self._recent.entries()
+        self._recent = ExactIndex(self.dim, key_dtype=self.key_dtype)
+        self.add(keys, groups, vectors)
+
     def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
         with self._lock:
-            self._graph.save_index(str(tmp / "hnsw.bin"))
+            if self._mapped and (len(self._recent) or self._count < self._graph_slots):
+                self._take_ownership()
+            self._graph.save(str(tmp / GRAPH_FILE))
             n = self._used
             np.save(tmp / "keys.npy", self._keys[:n])
             np.save(tmp / "groups.npy", self._groups[:n])
             np.save(tmp / "alive.npy", self._alive[:n])
             meta = {
                 "kind": self.kind,
+                "format": HNSW_FORMAT,
                 "dim": self.dim,
                 "size": self._count,
                 "used": n,
@@ -384,10 +464,18 @@ class HnswIndex(FaceIndex):
 
     @classmethod
     def load(
-        cls, folder: Path, *, key_dtype: DTypeLike = np.int64, ef_search: int | None = None
+        cls,
+        folder: Path,
+        *,
+        key_dtype: DTypeLike = np.int64,
+        ef_search: int | None = None,
+        mapped: bool = True,
     ) -> tuple[HnswIndex, dict]:
+        """Open a saved graph: as a shared read-only memory map (``mapped``), or as this process's own."""
         folder = Path(folder)
         meta = json.loads((folder / META).read_text())
+        if meta.get("format") != HNSW_FORMAT:
+            raise ValueError(f"an HNSW snapshot of format {meta.get('format', 'hnswlib')}, not {HNSW_FORMAT}")
         index = cls(
             int(meta["dim"]),
             key_dtype=key_dtype,
@@ -396,16 +484,34 @@ class HnswIndex(FaceIndex):
             ef_search=ef_search,
         )
         used = int(meta["used"])
-        capacity = max(1024, used + used // 8)
-        index._graph = _hnswlib().Index(space="ip", dim=index.dim)
-        index._graph.load_index(str(folder / "hnsw.bin"), max_elements=capacity)
-        index._keys = _grown(np.load(folder / "keys.npy").astype(index.key_dtype, copy=False), used, capacity)
-        index._groups = _grown(np.load(folder / "groups.npy"), used, capacity)
-        index._alive = _grown(np.load(folder / "alive.npy"), used, capacity)
+        graph = _usearch_index().restore(str(folder / GRAPH_FILE), view=mapped)
+        if graph is None or graph.ndim != index.dim:
+            raise ValueError(f"{folder / GRAPH_FILE} is not a usearch graph of {index.dim} dimensions")
+        graph.expansion_add = index.ef_construction
+        keys = np.load(folder / "keys.npy", mmap_mode="r" if mapped else None)
+        groups = np.load(folder / "groups.npy", mmap_mode="r" if mapped else None)
+        alive = np.load(folder / "alive.npy")
+        if mapped:
+            # the keys and groups of a mapped graph never change: shared pages too; the mask is ours
+            index._keys, index._groups, index._alive = keys.astype(index.key_dtype, copy=False), groups, alive
+        else:
+            capacity = max(1024, used + used // 8)
+            index._keys = _grown(keys.astype(index.key_dtype, copy=False), used, capacity)
+            index._groups = _grown(groups, used, capacity)
+            index._alive = _grown(alive, used, capacity)
+        index._graph, index._mapped = graph, mapped
         index._used = used
-        index._free = [int(s) for s in np.flatnonzero(~index._alive[:used])]
-        index._count = int(index._alive[:used].sum())
+        index._count = int(alive[:used].sum())
+        index._graph_slots = index._count
+        index._free = [] if mapped else [int(s) for s in np.flatnonzero(~alive[:used])]
         return index, meta
 
     def describe(self) -> dict[str, object]:
-        return {**super().describe(), "m": self.m, "ef_search": self.beam()}
+        return {
+            **super().describe(),
+            "library": "usearch",
+            "m": self.m,
+            "ef_search": self.beam(),
+            "memory_mapped": self._mapped,
+            "recent_faces": self.recent_faces,
+        }

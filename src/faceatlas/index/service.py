@@ -36,6 +36,9 @@ log = logging.getLogger("faceatlas.index")
 KEY_DTYPE = np.dtype("S36")  # image ids as fixed-width bytes: 36 bytes a face instead of ~100 for a str
 #: collections smaller than this are reloaded from the database rather than snapshotted
 SNAPSHOT_MIN_FACES = 20_000
+#: faces added beside a memory-mapped HNSW graph (searched exactly) before they are folded into a new
+#: graph and saved: 50 000 128-d faces take ~1 ms to search exactly
+RECENT_FOLD = 50_000
 
 
 def release_free_memory() -> None:
@@ -142,6 +145,8 @@ class ServiceCollection:
             if changes.added:
                 self._add(self.store.load_face_rows(self.service_id, self.pack, changes.added))
             self.version = changes.version
+            if isinstance(self.index, HnswIndex) and self.index.recent_faces >= RECENT_FOLD:
+                self.persist()  # fold the faces added beside a mapped graph into a new graph
 
     def _subject_names(self) -> dict[int, str]:
         with self.store.db.session() as s:
@@ -316,9 +321,12 @@ class ServiceCollection:
                 stale = self._snapshot_folder(other)
                 if other != self.index.kind and stale is not None and stale.exists():
                     shutil.rmtree(stale, ignore_errors=True)
+            # map the files just written: other workers opening them share these pages
             if isinstance(self.index, ExactIndex) and not isinstance(self.index._matrix, np.memmap):
-                # map the file we just wrote: other workers opening it share these pages
                 self.index = ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]
+                release_free_memory()
+            elif isinstance(self.index, HnswIndex) and not self.index.mapped:
+                self.index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
                 release_free_memory()
 
     # ----------------------------------------------------------------- search

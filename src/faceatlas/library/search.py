@@ -188,6 +188,8 @@ class LibraryIndex:
             return
         if isinstance(self.index, ExactIndex):
             self.index = ExactIndex.load(folder)[0]
+        elif isinstance(self.index, HnswIndex) and not self.index.mapped:
+            self.index = HnswIndex.load(folder)[0]
 
     def _sync_pgvector(self) -> None:
         if self.index is None:
