@@ -437,7 +437,11 @@ def main() -> None:
             f"requests_per_second_{args.clients}_clients_{SERVER_LARGE}_faces": server[
                 f"throughput_{SERVER_LARGE}"
             ]["requests_per_second"],
+            f"requests_per_second_{args.clients}_clients_{SERVER_LARGE}_faces_light_client": server[
+                f"throughput_{SERVER_LARGE}_light_client"
+            ]["requests_per_second"],
             "throughput": server[f"throughput_{SERVER_LARGE}"],
+            "throughput_light_client": server[f"throughput_{SERVER_LARGE}_light_client"],
         }
     result["targets"] = {
         "lfw_faceatlas_over_opencv": ">= 1.5",
