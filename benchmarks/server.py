@@ -42,6 +42,7 @@ EXAMPLES = SHARED / "data/photos/face_recognition_examples/examples"
 sys.path.insert(0, str(ROOT / "src"))
 
 from faceatlas.api.collections import Collection, IndexOptions  # noqa: E402
+from faceatlas.index.service import snapshot_root  # noqa: E402
 from faceatlas.storage.db import Database, sqlite_url  # noqa: E402
 from faceatlas.storage.services import ServiceStore  # noqa: E402
 
@@ -235,12 +236,14 @@ def add_synthetic(store: ServiceStore, service_id: int, count: int, dim: int, se
         store.add_faces_bulk(service_id, subjects, vectors, "sface")
 
 
-def index_options(args: argparse.Namespace) -> IndexOptions:
+def index_options(args: argparse.Namespace, data_dir: Path) -> IndexOptions:
+    """The server's index setting, with its snapshots: the search then runs on the index it served."""
     backend = "auto"
     for arg in args.serve_arg:
         if arg.startswith("--index="):
             backend = arg.split("=", 1)[1]
-    return IndexOptions(backend)
+    url = sqlite_url(data_dir / "faceatlas.db")
+    return IndexOptions(backend, snapshot_dir=snapshot_root(data_dir, url))
 
 
 def main() -> None:
@@ -396,7 +399,7 @@ def main() -> None:
 
         threadpool_limits(1, user_api="blas")
         collection = Collection(
-            store, service.id, "sface", dim, poll_interval=60, options=index_options(args)
+            store, service.id, "sface", dim, poll_interval=60, options=index_options(args, data_dir)
         )
         collection.sync(force=True)
         query = np.random.default_rng(3).normal(size=(1, dim)).astype(np.float32)

@@ -147,6 +147,12 @@ def test_a_mapped_graph_takes_changes_beside_it_and_folds_them_on_save(tmp_path:
     assert again.mapped and len(again) == 2002
     assert [h.keys.tolist() for h in again.search(vectors[2000:2100], 3)] == before
     assert 9001 in again.search(vectors[:1], 2)[0].keys and 5 not in again.search(vectors[5:6], 3)[0].keys
+    # a snapshot of the hnswlib era (no format) is refused, so that its owner rebuilds it
+    meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
+    del meta["format"]
+    (tmp_path / "ix" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format"):
+        HnswIndex.load(tmp_path / "ix")
 
 
 def test_processes_share_the_pages_of_a_mapped_graph(tmp_path: Path) -> None:

@@ -218,8 +218,8 @@ def _usearch_index() -> Any:  # usearch's Index is typed loosely; the calls belo
 #: orthogonal (high intrinsic dimension), which is the case that needs the denser graph.
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 200
-#: vectors in the graph are stored as float16: half the memory, a build as fast as hnswlib's float32
-#: one, cosines within 1.1e-4 of the exact ones (measured on 200 000 faces)
+#: vectors in the graph are stored as float16: against float32 (usearch, 200 000 faces) half the
+#: memory, a faster build (61 vs 108 s) and search (0.32 vs 0.55 ms at ef 64), cosines within 1.1e-4
 HNSW_DTYPE = "f16"
 GRAPH_FILE = "graph.usearch"
 #: faces inserted one thread at a time before the graph is built on every core
@@ -271,7 +271,7 @@ class HnswIndex(FaceIndex):
         with self._lock:
             self._graph = self._new_graph()
             self._mapped = False  # the graph is a read-only view of a snapshot file
-            self._graph_slots = 0  # slots held by a mapped graph (adds beyond go to _recent)
+            self._graph_slots = 0  # faces in a mapped graph's file, including those masked since
             self._recent = ExactIndex(self.dim, key_dtype=self.key_dtype)
             self._keys = np.zeros(capacity, self.key_dtype)
             self._groups = np.zeros(capacity, np.int64)
