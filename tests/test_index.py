@@ -147,6 +147,16 @@ def test_a_mapped_graph_takes_changes_beside_it_and_folds_them_on_save(tmp_path:
     assert again.mapped and len(again) == 2002
     assert [h.keys.tolist() for h in again.search(vectors[2000:2100], 3)] == before
     assert 9001 in again.search(vectors[:1], 2)[0].keys and 5 not in again.search(vectors[5:6], 3)[0].keys
+    # a damaged graph file is refused before usearch reads it (it could crash the process)
+    graph = tmp_path / "ix" / "graph.usearch"
+    intact = graph.read_bytes()
+    graph.write_bytes(intact[: len(intact) // 2])
+    with pytest.raises(ValueError, match="checksum"):
+        HnswIndex.load(tmp_path / "ix")
+    graph.write_bytes(intact[:4000] + bytes(4000) + intact[8000:])
+    with pytest.raises(ValueError, match="checksum"):
+        HnswIndex.load(tmp_path / "ix")
+    graph.write_bytes(intact)
     # a snapshot of the hnswlib era (no format) is refused, so that its owner rebuilds it
     meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
     del meta["format"]
@@ -399,6 +409,25 @@ def test_restart_opens_the_snapshot_and_replays_the_log(backend: tuple[str, str]
         assert restarted.search(vectors[10][None], 1)[0][0].image_id == ids[10]
         # every worker that opens the snapshot shares its pages
         assert restarted.index.describe()["memory_mapped"] is True
+    finally:
+        db.dispose()
+
+
+def test_a_damaged_graph_snapshot_is_rebuilt_from_the_database(tmp_path: Path) -> None:
+    db = Database.open(sqlite_url(tmp_path / "damaged.db"))
+    store = ServiceStore(db)
+    options = options_for("hnsw", tmp_path / "snap", 100)
+    try:
+        sid = store.create_service("big", "recognition", "sface").id
+        vectors = clustered_unit_vectors(400, DIM, seed=4)
+        ids = store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
+        ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)  # writes the snapshot
+        graph = next((tmp_path / "snap").iterdir()) / "graph.usearch"
+        graph.write_bytes(graph.read_bytes()[:-1000])  # e.g. a disk that filled up
+        collection = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
+        assert len(collection) == 400 and collection.search(vectors[3][None], 1)[0][0].image_id == ids[3]
+        rebuilt = HnswIndex.load(graph.parent, key_dtype="S36")[0]  # saved anew, readable
+        assert rebuilt.search(vectors[3][None], 1)[0].keys[0].decode() == ids[3]
     finally:
         db.dispose()
 
