@@ -432,6 +432,27 @@ def test_a_damaged_graph_snapshot_is_rebuilt_from_the_database(tmp_path: Path) -
         db.dispose()
 
 
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_an_unwritable_snapshot_folder_does_not_stop_the_service(kind: str, tmp_path: Path) -> None:
+    db = Database.open(sqlite_url(tmp_path / "ro.db"))
+    store = ServiceStore(db)
+    (tmp_path / "not-a-folder").write_text("a file where the snapshots would go")
+    options = options_for(kind, tmp_path / "not-a-folder" / "snap", 100)
+    try:
+        sid = store.create_service("big", "recognition", "sface").id
+        vectors = clustered_unit_vectors(400, DIM, seed=6)
+        ids = store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
+        collections = ServiceCollections(store, "sface", DIM, 0.0, options)
+        collection = collections.get(sid)  # the snapshot cannot be written: logged, served from memory
+        assert collection.search(vectors[9][None], 1)[0][0].image_id == ids[9]
+        late, _ = store.add_face(sid, "late", unit(31), "sface")
+        collections.after_write(sid)
+        collections.persist()  # at shutdown: the same
+        assert len(collection) == 401 and collection.search(unit(31)[None], 1)[0][0].image_id == late
+    finally:
+        db.dispose()
+
+
 def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,12 +14,14 @@ and reaches recall@5 0.9987 at 1 M in 1.6 ms (ef 192).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import threading
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,18 @@ def _added(
     if unit.shape != (len(keys), dim):
         raise ValueError(f"expected {len(keys)} vectors of {dim} values, got {unit.shape}")
     return keys, unit
+
+
+@contextlib.contextmanager
+def _temporary_folder(target: Path) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to write a snapshot into; removed if the writing fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _replace_dir(tmp: Path, target: Path) -> None:
@@ -170,9 +184,7 @@ class ExactIndex(FaceIndex):
     def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
         """Write the index to ``folder`` (atomically replaced), with room to grow by an eighth."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-        with self._lock:
+        with _temporary_folder(folder) as tmp, self._lock:
             n = self._size
             capacity = max(64, n + n // 8)
             matrix = np.lib.format.open_memmap(tmp / "vectors.npy", "w+", self.dtype, (capacity, self.dim))
@@ -182,8 +194,8 @@ class ExactIndex(FaceIndex):
             np.save(tmp / "keys.npy", _grown(self._keys, n, capacity))
             np.save(tmp / "groups.npy", _grown(self._groups, n, capacity))
             meta = {"kind": self.kind, "dim": self.dim, "dtype": self.dtype.name, "size": n, **(extra or {})}
-        (tmp / META).write_text(json.dumps(meta))
-        _replace_dir(tmp, folder)
+            (tmp / META).write_text(json.dumps(meta))
+            _replace_dir(tmp, folder)
 
     @classmethod
     def load(cls, folder: Path, *, key_dtype: DTypeLike = np.int64) -> tuple[ExactIndex, dict]:
@@ -452,12 +464,13 @@ class HnswIndex(FaceIndex):
 
     def save(self, folder: Path, extra: dict[str, object] | None = None) -> None:
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-        with self._lock:
+        with _temporary_folder(folder) as tmp, self._lock:
             if self._mapped and (len(self._recent) or self._count < self._graph_slots):
                 self._take_ownership()
-            self._graph.save(str(tmp / GRAPH_FILE))
+            try:
+                self._graph.save(str(tmp / GRAPH_FILE))
+            except RuntimeError as exc:  # usearch reports a failed write (e.g. a full disk) this way
+                raise OSError(f"cannot write {tmp / GRAPH_FILE}: {exc}") from exc
             checksum = _checksum(tmp / GRAPH_FILE)
             n = self._used
             np.save(tmp / "keys.npy", self._keys[:n])
@@ -474,8 +487,8 @@ class HnswIndex(FaceIndex):
                 "ef_construction": self.ef_construction,
                 **(extra or {}),
             }
-        (tmp / META).write_text(json.dumps(meta))
-        _replace_dir(tmp, folder)
+            (tmp / META).write_text(json.dumps(meta))
+            _replace_dir(tmp, folder)
 
     @classmethod
     def load(

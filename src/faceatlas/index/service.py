@@ -314,7 +314,11 @@ class ServiceCollection:
             if folder is None or self.pgvector or self.version == self._saved_version or self.version < 0:
                 return
             extra = {"version": self.version, "created": self._service_created(), "names": self._names}
-            self.index.save(folder, extra)
+            try:
+                self.index.save(folder, extra)
+            except OSError as exc:  # a full disk or a read-only data dir: serve on, rebuild next start
+                log.warning("service %s: cannot save the index to %s (%s)", self.service_id, folder, exc)
+                return
             self._saved_version = self.version
             # the other kind's snapshot is now older than this one
             for other in ("exact", "hnsw"):
