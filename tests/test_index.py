@@ -510,6 +510,34 @@ def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
         db.dispose()
 
 
+def test_workers_that_build_the_same_graph_end_up_sharing_one(tmp_path: Path) -> None:
+    """Two workers' first start: both build the graph in the background; the one that finishes second
+    opens the other's saved graph instead of saving its own, so both map one file."""
+    db = Database.open(sqlite_url(tmp_path / "two.db"))
+    store = ServiceStore(db)
+    try:
+        sid = store.create_service("grows", "recognition", "sface").id
+        vectors = clustered_unit_vectors(3000, DIM, seed=17)
+        ids = store.add_faces_bulk(sid, [f"s{i % 300}" for i in range(3000)], vectors, "sface")
+        options = IndexOptions("auto", hnsw_from=1000, snapshot_dir=tmp_path / "snap", snapshot_min_faces=0)
+        workers = [ServiceCollections(store, "sface", DIM, 0.0, options).get(sid) for _ in range(2)]
+        for collection in workers:
+            collection.wait_for_build(120)
+        assert all(isinstance(c.index, HnswIndex) and c.index.mapped for c in workers)
+        mapped = {
+            line.split()[4]: line.split(maxsplit=5)[-1]
+            for line in Path("/proc/self/maps").read_text().splitlines()
+            if "graph.usearch" in line and str(tmp_path) in line
+        }
+        assert len(mapped) == 1 and "(deleted)" not in next(iter(mapped.values())), mapped
+        late, _ = store.add_face(sid, "late", unit(5150), "sface")  # written after: both catch up
+        for collection in workers:
+            assert collection.search(unit(5150)[None], 1)[0][0].image_id == late
+            assert collection.search(vectors[8][None], 1)[0][0].image_id == ids[8]
+    finally:
+        db.dispose()
+
+
 # --------------------------------------------------------------------------- settings and errors
 def test_unknown_backend_and_missing_extension(tmp_path: Path) -> None:
     with pytest.raises(IndexSettingError, match="exact, hnsw, pgvector, auto"):

@@ -232,17 +232,40 @@ class ServiceCollection:
                             graph.add(np.array(rows.ids, KEY_DTYPE), rows.subject_ids, rows.embeddings)
                             self._names.update(rows.subjects)
                     self.version = changes.version
-                self.index = graph
                 log.info(
                     "service %s: HNSW graph of %d faces built in %.0f s",
                     self.service_id,
                     len(graph),
                     time.perf_counter() - started,
                 )
+                if self._adopt_saved_graph(at_least=version):
+                    return  # another worker finished first: its graph, shared, replaces ours
+                self.index = graph
                 self.persist()
 
         self._builder = threading.Thread(target=build, name=f"hnsw-build-{self.service_id}", daemon=True)
         self._builder.start()
+
+    def _adopt_saved_graph(self, *, at_least: int) -> bool:
+        """Open the HNSW snapshot another worker of this server saved while we built the same graph
+        (from version ``at_least`` or later): its pages are then shared, where saving ours would leave
+        each worker with a graph of its own. The changes since its version are replayed by sync."""
+        folder = self._snapshot_folder("hnsw")
+        if folder is None or not (folder / META).is_file():
+            return False
+        try:
+            meta = json.loads((folder / META).read_text())
+            if meta.get("created") != self._service_created() or int(meta["version"]) < at_least:
+                return False
+            index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
+        except (OSError, ValueError, KeyError):
+            return False
+        self.index = index
+        self._names = {int(k): v for k, v in meta["names"].items()}
+        self.version = self._saved_version = int(meta["version"])
+        self._checked = 0.0  # the next search replays what changed since that version
+        log.info("service %s: opened the HNSW graph another worker saved", self.service_id)
+        return True
 
     def wait_for_build(self, timeout: float | None = None) -> None:
         """Block until a background HNSW build (if any) has finished."""
