@@ -7,6 +7,7 @@ pgvector server that ``.ci/pgvector-server`` starts (FACEATLAS_TEST_PGVECTOR, se
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -484,14 +485,25 @@ def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
         db.dispose()
 
 
-def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def growing_service(
+    tmp_path: Path, seed: int
+) -> Iterator[tuple[ServiceStore, int, np.ndarray, list[str], IndexOptions]]:
+    """A service of 3 000 faces whose ``auto`` index switches to HNSW (from 1 000), with snapshots."""
     db = Database.open(sqlite_url(tmp_path / "auto.db"))
     store = ServiceStore(db)
     try:
         sid = store.create_service("grows", "recognition", "sface").id
-        vectors = clustered_unit_vectors(3000, DIM, seed=13)
+        vectors = clustered_unit_vectors(3000, DIM, seed=seed)
         ids = store.add_faces_bulk(sid, [f"s{i % 300}" for i in range(3000)], vectors, "sface")
         options = IndexOptions("auto", hnsw_from=1000, snapshot_dir=tmp_path / "snap", snapshot_min_faces=0)
+        yield store, sid, vectors, ids, options
+    finally:
+        db.dispose()
+
+
+def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
+    with growing_service(tmp_path, seed=13) as (store, sid, vectors, ids, options):
         collections = ServiceCollections(store, "sface", DIM, 0.0, options)
         collection = collections.get(sid)
         assert collection.index.kind == "exact"  # searchable before the graph exists
@@ -506,20 +518,12 @@ def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
         assert isinstance(collection.index, HnswIndex) and collection.index.mapped  # the saved graph
         reopened = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
         assert reopened.index.kind == "hnsw" and len(reopened) == 3000
-    finally:
-        db.dispose()
 
 
 def test_workers_that_build_the_same_graph_end_up_sharing_one(tmp_path: Path) -> None:
     """Two workers' first start: both build the graph in the background; the one that finishes second
     opens the other's saved graph instead of saving its own, so both map one file."""
-    db = Database.open(sqlite_url(tmp_path / "two.db"))
-    store = ServiceStore(db)
-    try:
-        sid = store.create_service("grows", "recognition", "sface").id
-        vectors = clustered_unit_vectors(3000, DIM, seed=17)
-        ids = store.add_faces_bulk(sid, [f"s{i % 300}" for i in range(3000)], vectors, "sface")
-        options = IndexOptions("auto", hnsw_from=1000, snapshot_dir=tmp_path / "snap", snapshot_min_faces=0)
+    with growing_service(tmp_path, seed=17) as (store, sid, vectors, ids, options):
         workers = [ServiceCollections(store, "sface", DIM, 0.0, options).get(sid) for _ in range(2)]
         for collection in workers:
             collection.wait_for_build(120)
@@ -534,8 +538,6 @@ def test_workers_that_build_the_same_graph_end_up_sharing_one(tmp_path: Path) ->
         for collection in workers:
             assert collection.search(unit(5150)[None], 1)[0][0].image_id == late
             assert collection.search(vectors[8][None], 1)[0][0].image_id == ids[8]
-    finally:
-        db.dispose()
 
 
 # --------------------------------------------------------------------------- settings and errors
