@@ -369,12 +369,16 @@ class HnswIndex(FaceIndex):
 
     def beam(self) -> int:
         """The search beam (ef): fixed when given, else widened with the size. Measured with the default
-        graph (M=32, ef_construction=200, float16) on clustered 128-d faces, one query thread, recall@5
-        against exact search: 200 000 faces, ef 64: 99.73 % (0.32 ms); 1 M faces, ef 128: 99.13 %
-        (1.05 ms), ef 192: 99.87 % (1.6 ms). A smaller graph (M) needs a wider beam."""
+        graph (M=32, ef_construction=200, float16) on clustered faces, one query thread, recall@5
+        against exact search (``docs/scale.md``): 128-d, 100 000 faces, ef 64: 100 % (0.28 ms); 1 M,
+        ef 128: 98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d, 1 M: ef 200: 98.0 % (5.0 ms), ef 256:
+        99.6 % (6.5 ms), so wider vectors get a 1.3 times wider beam. A smaller graph (M) needs a
+        wider beam too."""
         if self.ef_search is not None:
             return self.ef_search
         beam = min(256, max(64, self._count // 5000))
+        if self.dim > 256:
+            beam = int(1.3 * beam)
         return beam if self.m >= HNSW_M else 2 * beam
 
     def _graph_hits(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
