@@ -481,6 +481,14 @@ def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
         assert [collection.search(unit(900 + i)[None], 1)[0][0].image_id for i in range(3)] == added
         meta = json.loads(next((tmp_path / "snap").iterdir()).joinpath("meta.json").read_text())
         assert meta["size"] == 403 and meta["version"] == collection.version
+        # removed faces are masked out of the mapped graph, and folded in the same way
+        for image_id in added:
+            store.delete_face(sid, image_id)
+        collections.after_write(sid)
+        assert collection.index.mapped and collection.index.pending_changes == 0 and len(collection) == 400
+        assert not {collection.search(unit(900 + i)[None], 1)[0][0].image_id for i in range(3)} & set(added)
+        meta = json.loads(next((tmp_path / "snap").iterdir()).joinpath("meta.json").read_text())
+        assert meta["size"] == 400
     finally:
         db.dispose()
 

@@ -315,6 +315,11 @@ class HnswIndex(FaceIndex):
         """Faces added since the graph was mapped (kept beside it until the next save)."""
         return len(self._recent)
 
+    @property
+    def pending_changes(self) -> int:
+        """Faces added beside a mapped graph plus faces masked out of it: what the next save folds in."""
+        return len(self._recent) + (self._graph_slots - self._count if self._mapped else 0)
+
     def reserve(self, count: int) -> None:
         with self._lock:
             if not self._mapped and count > len(self._keys):
@@ -406,7 +411,7 @@ class HnswIndex(FaceIndex):
             for row, query in enumerate(queries):
                 # one result per group, or faces masked out of a mapped graph: over-fetch until enough
                 # are found or the whole graph has been asked
-                fetch = min(self._count + masked, (max(4 * k, 32) if unique_groups else k) + masked)
+                fetch = min(self._count + masked, (max(4 * k, 32) if unique_groups else k) + min(masked, 32))
                 while True:
                     slots, cosines = self._graph_hits(query, fetch)
                     groups = self._groups[slots]

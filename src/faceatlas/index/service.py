@@ -36,8 +36,9 @@ log = logging.getLogger("faceatlas.index")
 KEY_DTYPE = np.dtype("S36")  # image ids as fixed-width bytes: 36 bytes a face instead of ~100 for a str
 #: collections smaller than this are reloaded from the database rather than snapshotted
 SNAPSHOT_MIN_FACES = 20_000
-#: faces added beside a memory-mapped HNSW graph (searched exactly) before they are folded into a new
-#: graph and saved: 50 000 128-d faces take ~1 ms to search exactly
+#: faces added beside a memory-mapped HNSW graph (searched exactly) or removed from it (masked out of
+#: its answers) before they are folded into a new graph and saved: 50 000 128-d faces take ~1 ms to
+#: search exactly
 RECENT_FOLD = 50_000
 
 
@@ -145,8 +146,8 @@ class ServiceCollection:
             if changes.added:
                 self._add(self.store.load_face_rows(self.service_id, self.pack, changes.added))
             self.version = changes.version
-            if isinstance(self.index, HnswIndex) and self.index.recent_faces >= RECENT_FOLD:
-                self.persist()  # fold the faces added beside a mapped graph into a new graph
+            if isinstance(self.index, HnswIndex) and self.index.pending_changes >= RECENT_FOLD:
+                self.persist()  # fold what changed beside a mapped graph into a new graph
 
     def _subject_names(self) -> dict[int, str]:
         with self.store.db.session() as s:
