@@ -166,6 +166,22 @@ def test_a_mapped_graph_takes_changes_beside_it_and_folds_them_on_save(tmp_path:
         HnswIndex.load(tmp_path / "ix")
 
 
+def test_the_engine_loads_after_a_graph_was_made() -> None:
+    """ONNX Runtime crashed on import when usearch had been loaded first (e.g. ``faceatlas search`` on a
+    large library opening its graph before the engine): the index loads ORT before usearch."""
+    code = (
+        "import numpy as np\n"
+        "from faceatlas.index import HnswIndex\n"
+        "index = HnswIndex(8)\n"
+        "index.add(np.arange(20), np.zeros(20), np.eye(20, 8, dtype=np.float32) + 0.1)\n"
+        "from faceatlas.engine import Engine\n"
+        "print(len(Engine('sface').analyze(np.full((64, 64, 3), 128, np.uint8))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "0", (done.returncode, done.stderr[-2000:])
+
+
 def test_processes_share_the_pages_of_a_mapped_graph(tmp_path: Path) -> None:
     vectors = clustered_unit_vectors(20_000, 64, seed=12)
     index = HnswIndex(64)
@@ -185,13 +201,20 @@ def test_processes_share_the_pages_of_a_mapped_graph(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     readers = [
         subprocess.Popen(
-            [sys.executable, "-c", reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", reader],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for _ in range(2)
     ]
     try:
         for process in readers:
-            assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+            assert process.stdout is not None and process.stderr is not None
+            if process.stdout.readline().strip() != "ready":
+                raise AssertionError(f"reader exited {process.wait()}: {process.stderr.read()[-2000:]}")
         size_kb = (tmp_path / "ix" / "graph.usearch").stat().st_size / 1024
         for process in readers:
             fields: dict[str, int] = {}
@@ -260,6 +283,12 @@ def options_for(kind: str, snapshot_dir: Path | None = None, snapshot_min: int =
             "exact", exact_dtype="float16", snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min
         )
     return IndexOptions(kind, snapshot_dir=snapshot_dir, snapshot_min_faces=snapshot_min)
+
+
+def only_snapshot(root: Path) -> Path:
+    """The one snapshot folder under ``root`` (beside it: its lock file)."""
+    (folder,) = [p for p in root.iterdir() if p.is_dir()]
+    return folder
 
 
 def unit(seed: int) -> np.ndarray:
@@ -398,7 +427,7 @@ def test_restart_opens_the_snapshot_and_replays_the_log(backend: tuple[str, str]
         ids = store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
         first = ServiceCollections(store, "sface", DIM, 0.0, options_for(kind, snapshots, 100))
         assert len(first.get(sid)) == 400
-        snapshot = next(snapshots.iterdir())
+        snapshot = only_snapshot(snapshots)
         assert (snapshot / "meta.json").is_file()
         # written after the snapshot: the next start must replay them
         new_id, _ = store.add_face(sid, "late", unit(777), "sface")
@@ -423,7 +452,7 @@ def test_a_damaged_graph_snapshot_is_rebuilt_from_the_database(tmp_path: Path) -
         vectors = clustered_unit_vectors(400, DIM, seed=4)
         ids = store.add_faces_bulk(sid, [f"s{i % 50}" for i in range(400)], vectors, "sface")
         ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)  # writes the snapshot
-        graph = next((tmp_path / "snap").iterdir()) / "graph.usearch"
+        graph = only_snapshot(tmp_path / "snap") / "graph.usearch"
         graph.write_bytes(graph.read_bytes()[:-1000])  # e.g. a disk that filled up
         collection = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
         assert len(collection) == 400 and collection.search(vectors[3][None], 1)[0][0].image_id == ids[3]
@@ -479,7 +508,7 @@ def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
         assert isinstance(collection.index, HnswIndex)
         assert collection.index.mapped and collection.index.recent_faces == 0 and len(collection) == 403
         assert [collection.search(unit(900 + i)[None], 1)[0][0].image_id for i in range(3)] == added
-        meta = json.loads(next((tmp_path / "snap").iterdir()).joinpath("meta.json").read_text())
+        meta = json.loads((only_snapshot(tmp_path / "snap") / "meta.json").read_text())
         assert meta["size"] == 403 and meta["version"] == collection.version
         # removed faces are masked out of the mapped graph, and folded in the same way
         for image_id in added:
@@ -487,7 +516,7 @@ def test_faces_added_beside_a_mapped_graph_are_folded_into_a_new_snapshot(
         collections.after_write(sid)
         assert collection.index.mapped and collection.index.pending_changes == 0 and len(collection) == 400
         assert not {collection.search(unit(900 + i)[None], 1)[0][0].image_id for i in range(3)} & set(added)
-        meta = json.loads(next((tmp_path / "snap").iterdir()).joinpath("meta.json").read_text())
+        meta = json.loads((only_snapshot(tmp_path / "snap") / "meta.json").read_text())
         assert meta["size"] == 400
     finally:
         db.dispose()
@@ -522,7 +551,8 @@ def test_auto_serves_exact_at_once_then_swaps_in_hnsw(tmp_path: Path) -> None:
         assert collection.index.kind == "hnsw" and len(collection) == 3000
         assert collection.search(unit(4242)[None], 1)[0][0].image_id == late
         assert ids[7] not in {m.image_id for m in collection.search(vectors[7][None], 10)[0]}
-        assert [p.name for p in (tmp_path / "snap").iterdir()] == [f"service-{sid}-sface-hnsw"]
+        snapshots = [p.name for p in (tmp_path / "snap").iterdir() if not p.name.endswith(".lock")]
+        assert snapshots == [f"service-{sid}-sface-hnsw"]
         assert isinstance(collection.index, HnswIndex) and collection.index.mapped  # the saved graph
         reopened = ServiceCollections(store, "sface", DIM, 0.0, options).get(sid)
         assert reopened.index.kind == "hnsw" and len(reopened) == 3000

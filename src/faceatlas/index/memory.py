@@ -218,6 +218,10 @@ class ExactIndex(FaceIndex):
 
 
 def _usearch_index() -> Any:  # usearch's Index is typed loosely; the calls below are checked by tests
+    # ONNX Runtime's extension crashes (SIGSEGV) while it loads if usearch's was loaded before it
+    # (usearch 2.26 links its own C++ runtime; ORT 1.30): load ORT first, whichever is needed first
+    import onnxruntime  # noqa: F401
+
     try:
         from usearch.index import Index
     except ImportError as exc:  # pragma: no cover - usearch is a dependency

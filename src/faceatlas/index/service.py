@@ -20,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,13 +240,40 @@ class ServiceCollection:
                     len(graph),
                     time.perf_counter() - started,
                 )
-                if self._adopt_saved_graph(at_least=version):
-                    return  # another worker finished first: its graph, shared, replaces ours
-                self.index = graph
-                self.persist()
+                # one worker at a time decides: a worker that finishes second must see the first's save
+                with self._snapshot_lock("hnsw"):
+                    if self._adopt_saved_graph(at_least=version):
+                        return  # another worker finished first: its graph, shared, replaces ours
+                    self.index = graph
+                    self._save_snapshot()
 
         self._builder = threading.Thread(target=build, name=f"hnsw-build-{self.service_id}", daemon=True)
         self._builder.start()
+
+    @contextlib.contextmanager
+    def _snapshot_lock(self, kind: str) -> Iterator[None]:
+        """An advisory lock on one snapshot, held across the processes of a server (POSIX ``flock``)."""
+        folder = self._snapshot_folder(kind)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: workers may each keep their own graph
+            yield
+            return
+        if folder is None:
+            yield
+            return
+        try:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(folder.with_name(folder.name + ".lock"), "a+b")  # noqa: SIM115
+        except OSError:  # an unwritable data dir: nothing is saved there either
+            yield
+            return
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _adopt_saved_graph(self, *, at_least: int) -> bool:
         """Open the HNSW snapshot another worker of this server saved while we built the same graph
@@ -333,6 +361,11 @@ class ServiceCollection:
 
     def persist(self) -> None:
         """Save the in-memory index (when it changed since the last save) for the next start."""
+        with self._lock, self._snapshot_lock(self.index.kind):
+            self._save_snapshot()
+
+    def _save_snapshot(self) -> None:
+        """:meth:`persist` with the locks held."""
         with self._lock:
             folder = self._snapshot_folder(self.index.kind)
             if folder is None or self.pgvector or self.version == self._saved_version or self.version < 0:
