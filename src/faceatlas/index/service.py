@@ -32,6 +32,11 @@ from faceatlas.index.memory import HNSW_M, META, ExactIndex, HnswIndex
 from faceatlas.storage.service_tables import ServiceSubject
 from faceatlas.storage.services import FaceRows, ServiceStore
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger("faceatlas.index")
 
 KEY_DTYPE = np.dtype("S36")  # image ids as fixed-width bytes: 36 bytes a face instead of ~100 for a str
@@ -254,26 +259,19 @@ class ServiceCollection:
     def _snapshot_lock(self, kind: str) -> Iterator[None]:
         """An advisory lock on one snapshot, held across the processes of a server (POSIX ``flock``)."""
         folder = self._snapshot_folder(kind)
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: workers may each keep their own graph
-            yield
-            return
-        if folder is None:
-            yield
-            return
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(folder.with_name(folder.name + ".lock"), "a+b")  # noqa: SIM115
-        except OSError:  # an unwritable data dir: nothing is saved there either
+        handle = None
+        if folder is not None and fcntl is not None:
+            try:
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(folder.with_name(folder.name + ".lock"), "a+b")  # noqa: SIM115
+            except OSError:  # an unwritable data dir: nothing is saved there either
+                handle = None
+        if handle is None:  # no snapshots, or not POSIX: workers may each keep their own graph
             yield
             return
         with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes
+            yield
 
     def _adopt_saved_graph(self, *, at_least: int) -> bool:
         """Open the HNSW snapshot another worker of this server saved while we built the same graph
@@ -289,9 +287,7 @@ class ServiceCollection:
             index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
         except (OSError, ValueError, KeyError):
             return False
-        self.index = index
-        self._names = {int(k): v for k, v in meta["names"].items()}
-        self.version = self._saved_version = int(meta["version"])
+        self._use_snapshot(index, meta)
         self._checked = 0.0  # the next search replays what changed since that version
         log.info("service %s: opened the HNSW graph another worker saved", self.service_id)
         return True
@@ -317,6 +313,12 @@ class ServiceCollection:
 
     def _service_created(self) -> str:
         return self.store.get_service(self.service_id).created.isoformat()
+
+    def _use_snapshot(self, index: FaceIndex, meta: dict) -> None:
+        """Serve from an opened snapshot; sync replays what was logged after its version."""
+        self.index = index
+        self._names = {int(k): v for k, v in meta["names"].items()}
+        self.version = self._saved_version = int(meta["version"])
 
     def _open_snapshot(self) -> bool:
         """Open the newest snapshot of this service, if one matches; the caller then replays the log."""
@@ -345,9 +347,7 @@ class ServiceCollection:
                     "service %s: snapshot %s unreadable (%s); reloading", self.service_id, folder, exc
                 )
                 continue
-            self.index = index
-            self._names = {int(k): v for k, v in meta["names"].items()}
-            self.version = self._saved_version = int(meta["version"])
+            self._use_snapshot(index, meta)
             log.info("service %s: opened %s snapshot of %d faces", self.service_id, kind, len(index))
             if (
                 kind == "exact"
