@@ -3,7 +3,8 @@
     python benchmarks/engine.py [--pack sface] [--runs 60] [--threads N]
 
 Writes benchmarks/results/engine.json. Latencies are medians over ``--runs`` calls after a warm-up,
-on a one-face 1080p JPEG (``obama-1080p.jpg``) and a 12 MP JPEG made from it.
+on a one-face 1080p JPEG (``obama-1080p.jpg``), a 12 MP JPEG made from it and a 250 x 250 LFW photo
+(``--threads 1`` gives the one-thread stage costs an indexer worker pays per photo).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SHARED, machine, rss_mb, summary, write_result
 
 PHOTO = SHARED / "data/photos/face_recognition_examples/examples/obama-1080p.jpg"
+LFW_PHOTO = SHARED / "data/lfw-dev/images/AJ_Cook/AJ_Cook_0001.jpg"
 
 COLD_LOAD = """
 import json, time, sys
@@ -121,6 +123,9 @@ def main() -> None:
     )
     result["one_face_1080p_detect_only"] = stage_latency(engine, data, args.runs, plugins=(), embed=False)
     result["plugin_ms_per_face"] = plugin_cost_per_face(engine, data, max(10, args.runs // 3))
+    result["one_face_lfw_250px_embed_only"] = stage_latency(
+        engine, LFW_PHOTO.read_bytes(), args.runs, plugins=()
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "12mp.jpg"
