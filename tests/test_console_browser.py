@@ -94,6 +94,14 @@ def create_service(page: Any, name: str, kind: str) -> str:
     return key
 
 
+def open_service_page(page: Any, name: str) -> None:
+    """Follow a service's link from the services page and wait for the page's script to have run (its
+    elements exist before that: a file set or a click in between would meet no listener)."""
+    page.click(f"tr[data-name='{name}'] a.service-link")
+    page.wait_for_url(re.compile(r"/console/services/\d+$"))  # waits for the load event
+    page.wait_for_function("() => document.getElementById('try-key').value !== ''")  # filled by the script
+
+
 def test_create_service_and_copy_its_key(tab: Any, server: LiveServer) -> None:
     tab.goto("/console/services")
     assert "/login" in tab.url
@@ -184,6 +192,31 @@ def test_try_it_names_both_people(tab: Any, shared: Path) -> None:
     shot(tab, "04-try-it-recognition")
 
 
+def test_try_it_takes_a_photo_chosen_before_its_script_ran(tab: Any, shared: Path) -> None:
+    """On a slow link the page is usable before console.js has run: a photo chosen then is not lost."""
+    held: list[Any] = []
+
+    def hold(route: Any) -> None:  # the script is not served until the photo has been chosen
+        held.append(route)
+
+    tab.route("**/console/console.js", hold)
+    try:
+        tab.goto(f"/console/services/{FACTS['service']}", wait_until="commit")
+        tab.wait_for_selector("#try-file", state="attached")
+        tab.set_input_files("#try-file", str(shared / EXAMPLES / "obama.jpg"))
+        for _ in range(200):
+            if held:
+                break
+            tab.wait_for_timeout(50)
+        assert held, "the page never asked for console.js"
+        assert tab.locator("#try-result").is_hidden()  # nothing ran yet
+        held[0].continue_()
+    finally:
+        tab.unroute("**/console/console.js")
+    tab.wait_for_selector("#try-result:not([hidden]) canvas")
+    assert tab.locator(".try-label").first.inner_text().startswith("Obama")
+
+
 def test_rotate_key_refuses_the_old_one(tab: Any, server: LiveServer, shared: Path) -> None:
     old = FACTS["key"]
     tab.goto("/console/services")
@@ -218,8 +251,7 @@ def test_detection_try_it_with_age_gender_mask(tab: Any, engine, shared: Path, t
         masked, quality=92
     )
     create_service(tab, "doorbell detect", "detection")
-    tab.click("tr[data-name='doorbell detect'] a.service-link")
-    tab.wait_for_selector("#tryit")
+    open_service_page(tab, "doorbell detect")
     assert tab.locator("#upload").count() == 0  # a detection service has no collection
     for plugin in ("age", "gender", "mask"):
         tab.check(f"input[name=plugin][value={plugin}]")
@@ -268,12 +300,11 @@ def test_status_shows_pack_models_and_similarity_table(tab: Any) -> None:
 
 def test_verification_try_it_compares_two_images(tab: Any, shared: Path) -> None:
     create_service(tab, "gate verify", "verification")
-    tab.click("tr[data-name='gate verify'] a.service-link")
-    tab.wait_for_selector("#try-run")
+    open_service_page(tab, "gate verify")
     tab.set_input_files("[data-try-file=source_image]", str(shared / EXAMPLES / "obama.jpg"))
     tab.set_input_files("[data-try-file=target_image]", str(shared / EXAMPLES / "two_people.jpg"))
     tab.click("#try-run")
-    # two images analysed on a busy CI core can take a while; the status says what the API answered
+    # two images analysed on a busy CI core can take a while
     tab.wait_for_function("() => document.querySelectorAll('.try-canvas').length === 2", timeout=90_000)
     answer = json.loads(tab.locator("#try-json").inner_text())["result"][0]
     best = max(answer["face_matches"], key=lambda face: face["similarity"])

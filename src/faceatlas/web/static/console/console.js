@@ -295,6 +295,10 @@ function tryIt() {
     });
   }
   document.getElementById("try-run")?.addEventListener("click", () => attempt(run));
+  // files picked while the page was still loading, before the listeners above existed
+  for (const input of root.querySelectorAll("[data-try-file]")) {
+    if (input.files.length) input.dispatchEvent(new Event("change"));
+  }
 }
 
 servicesPage();
