@@ -277,17 +277,13 @@ class ServiceCollection:
         """Open the HNSW snapshot another worker of this server saved while we built the same graph
         (from version ``at_least`` or later): its pages are then shared, where saving ours would leave
         each worker with a graph of its own. The changes since its version are replayed by sync."""
-        folder = self._snapshot_folder("hnsw")
-        if folder is None or not (folder / META).is_file():
-            return False
         try:
-            meta = json.loads((folder / META).read_text())
-            if meta.get("created") != self._service_created() or int(meta["version"]) < at_least:
-                return False
-            index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
+            found = self._read_snapshot("hnsw", at_least=at_least)
         except (OSError, ValueError, KeyError):
             return False
-        self._use_snapshot(index, meta)
+        if found is None:
+            return False
+        self._use_snapshot(*found)
         self._checked = 0.0  # the next search replays what changed since that version
         log.info("service %s: opened the HNSW graph another worker saved", self.service_id)
         return True
@@ -320,33 +316,44 @@ class ServiceCollection:
         self._names = {int(k): v for k, v in meta["names"].items()}
         self.version = self._saved_version = int(meta["version"])
 
+    def _read_snapshot(self, kind: str, *, at_least: int = -1) -> tuple[FaceIndex, dict] | None:
+        """The saved index of ``kind`` with its meta, when one of this service matches these settings
+        (and holds version ``at_least`` or later); None when there is none. Raises OSError, ValueError
+        or KeyError for one that cannot be read."""
+        folder = self._snapshot_folder(kind)
+        if folder is None or not (folder / META).is_file():
+            return None
+        meta = json.loads((folder / META).read_text())
+        if meta.get("created") != self._service_created() or int(meta["dim"]) != self.dim:
+            return None
+        if int(meta["version"]) < at_least:
+            return None
+        if kind == "exact" and meta.get("dtype") != self.options.exact_dtype:
+            return None
+        if kind == "hnsw" and int(meta.get("m", 0)) < HNSW_M:
+            return None  # a sparser graph of an earlier version: rebuilt (its recall is lower)
+        loader = HnswIndex if kind == "hnsw" else ExactIndex
+        return loader.load(folder, key_dtype=KEY_DTYPE)[0], meta
+
     def _open_snapshot(self) -> bool:
         """Open the newest snapshot of this service, if one matches; the caller then replays the log."""
         if self.pgvector or self.options.snapshot_dir is None:
             return False
         kinds = ("hnsw", "exact") if self.options.backend == "auto" else (self.options.backend,)
         for kind in kinds:
-            folder = self._snapshot_folder(kind)
-            if folder is None or not (folder / META).is_file():
-                continue
             try:
-                meta = json.loads((folder / META).read_text())
-                if meta.get("created") != self._service_created() or int(meta["dim"]) != self.dim:
-                    continue
-                if kind == "exact" and meta.get("dtype") != self.options.exact_dtype:
-                    continue
-                if kind == "hnsw" and int(meta.get("m", 0)) < HNSW_M:
-                    continue  # a sparser graph of an earlier version: rebuilt (its recall is lower)
-                index = (
-                    HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
-                    if kind == "hnsw"
-                    else ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]
-                )
+                found = self._read_snapshot(kind)
             except (OSError, ValueError, KeyError) as exc:
                 log.warning(
-                    "service %s: snapshot %s unreadable (%s); reloading", self.service_id, folder, exc
+                    "service %s: snapshot %s unreadable (%s); reloading",
+                    self.service_id,
+                    self._snapshot_folder(kind),
+                    exc,
                 )
                 continue
+            if found is None:
+                continue
+            index, meta = found
             self._use_snapshot(index, meta)
             log.info("service %s: opened %s snapshot of %d faces", self.service_id, kind, len(index))
             if (
@@ -365,30 +372,29 @@ class ServiceCollection:
             self._save_snapshot()
 
     def _save_snapshot(self) -> None:
-        """:meth:`persist` with the locks held."""
-        with self._lock:
-            folder = self._snapshot_folder(self.index.kind)
-            if folder is None or self.pgvector or self.version == self._saved_version or self.version < 0:
-                return
-            extra = {"version": self.version, "created": self._service_created(), "names": self._names}
-            try:
-                self.index.save(folder, extra)
-            except OSError as exc:  # a full disk or a read-only data dir: serve on, rebuild next start
-                log.warning("service %s: cannot save the index to %s (%s)", self.service_id, folder, exc)
-                return
-            self._saved_version = self.version
-            # the other kind's snapshot is now older than this one
-            for other in ("exact", "hnsw"):
-                stale = self._snapshot_folder(other)
-                if other != self.index.kind and stale is not None and stale.exists():
-                    shutil.rmtree(stale, ignore_errors=True)
-            # map the files just written: other workers opening them share these pages
-            if isinstance(self.index, ExactIndex) and not isinstance(self.index._matrix, np.memmap):
-                self.index = ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]
-                release_free_memory()
-            elif isinstance(self.index, HnswIndex) and not self.index.mapped:
-                self.index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
-                release_free_memory()
+        """:meth:`persist` with the locks held (the collection's and the snapshot's)."""
+        folder = self._snapshot_folder(self.index.kind)
+        if folder is None or self.pgvector or self.version == self._saved_version or self.version < 0:
+            return
+        extra = {"version": self.version, "created": self._service_created(), "names": self._names}
+        try:
+            self.index.save(folder, extra)
+        except OSError as exc:  # a full disk or a read-only data dir: serve on, rebuild next start
+            log.warning("service %s: cannot save the index to %s (%s)", self.service_id, folder, exc)
+            return
+        self._saved_version = self.version
+        # the other kind's snapshot is now older than this one
+        for other in ("exact", "hnsw"):
+            stale = self._snapshot_folder(other)
+            if other != self.index.kind and stale is not None and stale.exists():
+                shutil.rmtree(stale, ignore_errors=True)
+        # map the files just written: other workers opening them share these pages
+        if isinstance(self.index, ExactIndex) and not isinstance(self.index._matrix, np.memmap):
+            self.index = ExactIndex.load(folder, key_dtype=KEY_DTYPE)[0]
+            release_free_memory()
+        elif isinstance(self.index, HnswIndex) and not self.index.mapped:
+            self.index = HnswIndex.load(folder, key_dtype=KEY_DTYPE)[0]
+            release_free_memory()
 
     # ----------------------------------------------------------------- search
     def search(self, queries: np.ndarray, k: int, *, unique_subjects: bool = False) -> list[list[Match]]:
