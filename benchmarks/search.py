@@ -1,7 +1,8 @@
 """Face-index benchmark: every backend of faceatlas.index on realistic (clustered) unit vectors.
 
     PYTHONPATH=src python benchmarks/search.py [--sizes 100000,1000000] [--dims 128,512]
-        [--backends exact,exact-float16,hnsw,pgvector] [--pgvector URL] [--queries 200]
+        [--backends exact,exact-float16,hnsw,hnsw-float16,hnsw-binary,pgvector]
+        [--pgvector URL] [--queries 200]
 
 Vectors: one centre per person (10 photos each) plus per-photo noise, so a photo's cosine to its person's
 centre is ~0.8 and two photos of one person ~0.64 (like real face embeddings, not uniform random).
@@ -80,8 +81,10 @@ def make(backend: str, dim: int, url: str | None, n: int) -> FaceIndex:
         return ExactIndex(dim)
     if backend == "exact-float16":
         return ExactIndex(dim, dtype="float16")
-    if backend == "hnsw":
+    if backend == "hnsw":  # the graph's vectors as the index picks them for this width
         return HnswIndex(dim)
+    if backend in ("hnsw-float16", "hnsw-binary"):
+        return HnswIndex(dim, graph_vectors="float16" if backend == "hnsw-float16" else "binary")
     raise ValueError(backend)
 
 
@@ -366,8 +369,10 @@ def main() -> None:
                         # the beam width trades latency for recall: the curve, at every width
                         default_ef = graph.beam() if isinstance(graph, HnswIndex) else graph.ef_search
                         entry["ef_search"] = default_ef
+                        if isinstance(graph, HnswIndex):
+                            entry["graph_vectors"] = graph.graph_vectors
                         entry["by_ef_search"] = {}
-                        for ef in (40, 64, 128, 256, 512):
+                        for ef in (40, 64, 128, 192, 256, 384, 512):
                             graph.ef_search = ef
                             measured = measure(index, queries, truth)
                             entry["by_ef_search"][ef] = {

@@ -23,7 +23,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -238,7 +238,23 @@ HNSW_EF_CONSTRUCTION = 200
 #: vectors in the graph are stored as float16: against float32 (usearch, 200 000 faces) half the
 #: memory, a faster build (61 vs 108 s) and search (0.32 vs 0.55 ms at ef 64), cosines within 1.1e-4
 HNSW_DTYPE = "f16"
+#: How the graph holds its vectors. ``float16``: the graph's inner products are the answer.
+#: ``binary``: a SimHash code (the signs of ``CODE_BITS_PER_VALUE`` random projections per value) walked
+#: by Hamming distance; the graph's best candidates are then re-ranked by exact cosine on float16 rows
+#: kept beside it. Measured on 1 M clustered 512-d faces (M=32, ef_construction=200, 2 build threads,
+#: one query thread, re-rank of the best 64): float16 builds in 2 807 s and needs 6.5 ms for recall@5 0.996 (ef
+#: 256); 1 024-bit codes build in 400 s and reach 0.991 in 1.64 ms (ef 256). 512 bits (the signs
+#: themselves) lose the walk at that size (0.91 at ef 256), 2 048 bits cost more per step (2.8 ms for
+#: 0.995). At 128-d a code is too coarse (512 bits of signs: recall@5 0.85-0.91 at any beam).
+GraphVectors = Literal["float16", "binary"]
+GRAPH_VECTORS: tuple[GraphVectors, ...] = ("float16", "binary")
+#: the narrowest vectors given a binary graph by default
+BINARY_FROM_DIM = 512
+CODE_BITS_PER_VALUE = 2
 GRAPH_FILE = "graph.usearch"
+#: the float16 rows beside a binary graph, and the hyperplanes of its codes
+ROWS_FILE = "rows.npy"
+PROJECTION_FILE = "projection.npy"
 #: faces inserted one thread at a time before the graph is built on every core
 SERIAL_INSERTS = 10_000
 #: the snapshot format; a snapshot of another format (hnswlib's, before 4) is rebuilt
@@ -277,21 +293,50 @@ class HnswIndex(FaceIndex):
         ef_construction: int = HNSW_EF_CONSTRUCTION,
         ef_search: int | None = None,
         threads: int = 1,
+        graph_vectors: GraphVectors | None = None,
     ) -> None:
         self.dim = dim
         self.key_dtype = np.dtype(key_dtype)
         self.m, self.ef_construction, self.ef_search, self.threads = m, ef_construction, ef_search, threads
+        if graph_vectors is None:
+            graph_vectors = "binary" if dim >= BINARY_FROM_DIM else "float16"
+        if graph_vectors not in GRAPH_VECTORS:
+            raise ValueError(f"graph_vectors must be one of {GRAPH_VECTORS}, not {graph_vectors!r}")
+        self.graph_vectors: GraphVectors = graph_vectors
+        # the random hyperplanes of a binary graph's codes (saved with the graph: a code means nothing
+        # without them)
+        self._projection = (
+            np.random.default_rng(dim).standard_normal((dim, CODE_BITS_PER_VALUE * dim), dtype=np.float32)
+            if self.binary
+            else None
+        )
         self._lock = threading.RLock()
         self.clear()
 
+    @property
+    def binary(self) -> bool:
+        """The graph walks sign bits and the answers are re-ranked on the float16 rows beside it."""
+        return self.graph_vectors == "binary"
+
+    @property
+    def graph_dim(self) -> int:
+        """Values (or bits) of one vector in the graph."""
+        return self.dim if self._projection is None else self._projection.shape[1]
+
     def _new_graph(self) -> Any:
         return _usearch_index()(
-            ndim=self.dim,
-            metric="ip",
-            dtype=HNSW_DTYPE,
+            ndim=self.graph_dim,
+            metric="hamming" if self.binary else "ip",
+            dtype="b1" if self.binary else HNSW_DTYPE,
             connectivity=self.m,
             expansion_add=self.ef_construction,
         )
+
+    def _graph_codes(self, vectors: np.ndarray) -> np.ndarray:
+        """What the graph stores of unit vectors: the vectors, or their SimHash codes (8 bits a byte)."""
+        if self._projection is None:
+            return vectors
+        return np.packbits(vectors @ self._projection > 0, axis=-1)
 
     def clear(self, capacity: int = 1024) -> None:
         with self._lock:
@@ -302,6 +347,8 @@ class HnswIndex(FaceIndex):
             self._keys = np.zeros(capacity, self.key_dtype)
             self._groups = np.zeros(capacity, np.int64)
             self._alive = np.zeros(capacity, bool)
+            # the float16 rows of a binary graph's faces, by slot (the re-rank reads them)
+            self._rows = np.zeros((capacity if self.binary else 0, self.dim), np.float16)
             self._used = 0  # slots ever handed out (high-water mark)
             self._free: list[int] = []
             self._count = 0  # faces in the graph (the recent ones are counted by _recent)
@@ -333,6 +380,8 @@ class HnswIndex(FaceIndex):
         self._keys = _grown(self._keys, self._used, capacity)
         self._groups = _grown(self._groups, self._used, capacity)
         self._alive = _grown(self._alive, self._used, capacity)
+        if self.binary:
+            self._rows = _grown(self._rows, self._used, capacity)
 
     def add(self, keys: np.ndarray, groups: np.ndarray, vectors: np.ndarray) -> None:
         keys, vectors = _added(keys, vectors, self.key_dtype, self.dim)
@@ -352,10 +401,13 @@ class HnswIndex(FaceIndex):
             # concurrent inserts into a small graph lose links (5 of 300 true neighbours missed on 500
             # faces built with 2 threads, none with 1): the first faces go in one at a time
             serial = max(0, min(len(slots), SERIAL_INSERTS - len(self._graph)))
+            codes = self._graph_codes(vectors)
             if serial:
-                self._graph.add(slots[:serial], vectors[:serial], threads=1)
+                self._graph.add(slots[:serial], codes[:serial], threads=1)
             if serial < len(slots):
-                self._graph.add(slots[serial:], vectors[serial:], threads=0)  # 0: every core
+                self._graph.add(slots[serial:], codes[serial:], threads=0)  # 0: every core
+            if self.binary:
+                self._rows[slots] = vectors
             self._keys[slots] = keys
             self._groups[slots] = np.asarray(groups, np.int64).ravel()
             self._alive[slots] = True
@@ -378,27 +430,40 @@ class HnswIndex(FaceIndex):
 
     def beam(self) -> int:
         """The search beam (ef): fixed when given, else widened with the size. Measured with the default
-        graph (M=32, ef_construction=200, float16) on clustered faces, one query thread, recall@5
-        against exact search (``docs/scale.md``): 128-d, 100 000 faces, ef 64: 100 % (0.28 ms); 1 M,
-        ef 128: 98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d, 1 M: ef 200: 98.0 % (5.0 ms), ef 256:
-        99.6 % (6.5 ms), so wider vectors get a 1.3 times wider beam. A smaller graph (M) needs a
-        wider beam too."""
+        graph (M=32, ef_construction=200) on clustered faces, one query thread, recall@5 against exact
+        search (``docs/scale.md``): 128-d float16, 100 000 faces, ef 64: 100 % (0.28 ms); 1 M, ef 128:
+        98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d float16, 1 M: ef 200: 98.0 % (5.0 ms), ef 256:
+        99.6 % (6.5 ms), so wider float16 vectors get a 1.3 times wider beam; 512-d binary codes, 1 M:
+        ef 192: 97.8 %, ef 256: 99.1 %, ef 384: 99.5 %, so they get 1.5 times. A smaller graph (M)
+        needs a wider beam too."""
         if self.ef_search is not None:
             return self.ef_search
         beam = min(256, max(64, self._count // 5000))
-        if self.dim > 256:
+        if self.binary:
+            beam = int(1.5 * beam)
+        elif self.dim > 256:
             beam = int(1.3 * beam)
         return beam if self.m >= HNSW_M else 2 * beam
 
     def _graph_hits(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Slots and cosines of up to ``fetch`` live faces of the graph nearest to one query."""
-        self._graph.expansion_search = max(self.beam(), fetch)
-        found = self._graph.search(query, fetch, threads=self.threads)
+        """Slots and cosines of (at least) ``fetch`` live faces of the graph nearest to one query, or of
+        every live face the walk found if fewer."""
+        beam = self.beam()
+        if self.binary:
+            # the whole beam is re-ranked: a code orders near faces well but far ones (cosine ~0.1, the
+            # 5th "neighbour" of someone stored once) only roughly
+            fetch = max(fetch, beam)
+        self._graph.expansion_search = max(beam, fetch)
+        found = self._graph.search(self._graph_codes(query), fetch, threads=self.threads)
         slots = np.asarray(found.keys, np.int64)
-        # float16 rounding can put a face's cosine with itself a little above 1
-        cosines = np.clip(1.0 - np.asarray(found.distances, np.float32), -1.0, 1.0)
         live = self._alive[slots]
-        return slots[live], cosines[live]
+        slots = slots[live]
+        if self.binary:
+            cosines = self._rows[slots].astype(np.float32) @ query
+        else:
+            cosines = 1.0 - np.asarray(found.distances, np.float32)[live]
+        # float16 rounding can put a face's cosine with itself a little above 1
+        return slots, np.clip(cosines, -1.0, 1.0)
 
     def search(self, queries: np.ndarray, k: int, *, unique_groups: bool = False) -> list[Hits]:
         queries = unit_rows(queries)
@@ -437,6 +502,8 @@ class HnswIndex(FaceIndex):
         slots = np.flatnonzero(self._alive[: self._used])
         if len(slots) == 0:
             return slots, np.zeros((0, self.dim), np.float32)
+        if self.binary:
+            return slots, self._rows[slots].astype(np.float32)
         return slots, np.vstack(self._graph.get(slots.astype(np.uint64), dtype=np.float32))
 
     def _search_all(self, queries: np.ndarray, k: int, unique_groups: bool) -> list[Hits]:
@@ -470,6 +537,8 @@ class HnswIndex(FaceIndex):
             np.array(self._groups[: self._used]),
             np.array(self._alive[: self._used]),
         )
+        if self.binary:
+            self._rows = np.array(self._rows[: self._used])
         self._free = [int(s) for s in np.flatnonzero(~self._alive[: self._used])]
         keys, groups, vectors = self._recent.entries()
         self._recent = ExactIndex(self.dim, key_dtype=self.key_dtype)
@@ -489,6 +558,9 @@ class HnswIndex(FaceIndex):
             np.save(tmp / "keys.npy", self._keys[:n])
             np.save(tmp / "groups.npy", self._groups[:n])
             np.save(tmp / "alive.npy", self._alive[:n])
+            if self._projection is not None:
+                np.save(tmp / ROWS_FILE, self._rows[:n])
+                np.save(tmp / PROJECTION_FILE, self._projection)
             meta = {
                 "kind": self.kind,
                 "format": HNSW_FORMAT,
@@ -498,6 +570,7 @@ class HnswIndex(FaceIndex):
                 "used": n,
                 "m": self.m,
                 "ef_construction": self.ef_construction,
+                "graph_vectors": self.graph_vectors,
                 **(extra or {}),
             }
             (tmp / META).write_text(json.dumps(meta))
@@ -523,6 +596,7 @@ class HnswIndex(FaceIndex):
             m=int(meta["m"]),
             ef_construction=int(meta["ef_construction"]),
             ef_search=ef_search,
+            graph_vectors=meta.get("graph_vectors", "float16"),  # (snapshots before binary graphs)
         )
         used = int(meta["used"])
         path = folder / GRAPH_FILE
@@ -537,8 +611,17 @@ class HnswIndex(FaceIndex):
         keys = np.load(folder / "keys.npy", mmap_mode="r" if mapped else None)
         groups = np.load(folder / "groups.npy", mmap_mode="r" if mapped else None)
         alive = np.load(folder / "alive.npy")
-        if graph is None or graph.ndim != index.dim or len(graph) != int(alive[:used].sum()):
+        if index.binary:
+            index._projection = np.load(folder / PROJECTION_FILE)
+            if index._projection.shape[0] != index.dim or index._projection.dtype != np.float32:
+                raise ValueError(f"{folder / PROJECTION_FILE} is not a projection of {index.dim}-d faces")
+        if graph is None or graph.ndim != index.graph_dim or len(graph) != int(alive[:used].sum()):
             raise ValueError(f"{path} does not hold the {index.dim}-d faces its snapshot lists")
+        if index.binary:
+            rows = np.load(folder / ROWS_FILE, mmap_mode="r" if mapped else None)
+            if rows.shape != (used, index.dim) or rows.dtype != np.float16:
+                raise ValueError(f"{folder / ROWS_FILE} does not hold the {used} rows its snapshot lists")
+            index._rows = rows if mapped else _grown(rows, used, max(1024, used + used // 8))
         graph.expansion_add = index.ef_construction
         if mapped:
             # the keys and groups of a mapped graph never change: shared pages too; the mask is ours
@@ -560,6 +643,7 @@ class HnswIndex(FaceIndex):
             **super().describe(),
             "library": "usearch",
             "m": self.m,
+            "graph_vectors": self.graph_vectors,
             "ef_search": self.beam(),
             "memory_mapped": self._mapped,
             "recent_faces": self.recent_faces,
