@@ -196,6 +196,23 @@ def test_a_mapped_graph_takes_changes_beside_it_and_folds_them_on_save(tmp_path:
     with pytest.raises(ValueError, match="checksum"):
         HnswIndex.load(tmp_path / "ix")
     graph.write_bytes(intact)
+    if again.binary:  # the rows beside a binary graph, and its hyperplanes, are checked too
+        rows_file, projection_file = tmp_path / "ix" / "rows.npy", tmp_path / "ix" / "projection.npy"
+        rows, projection = np.load(rows_file), np.load(projection_file)
+        np.save(rows_file, rows[:-1])
+        with pytest.raises(ValueError, match="rows"):
+            HnswIndex.load(tmp_path / "ix")
+        np.save(rows_file, rows)
+        projection_file.unlink()
+        with pytest.raises(OSError):
+            HnswIndex.load(tmp_path / "ix")
+        np.save(projection_file, projection[:-1])
+        with pytest.raises(ValueError, match="projection"):
+            HnswIndex.load(tmp_path / "ix")
+        np.save(projection_file, projection)
+        assert [h.keys.tolist() for h in HnswIndex.load(tmp_path / "ix")[0].search(vectors[:5], 3)] == [
+            h.keys.tolist() for h in again.search(vectors[:5], 3)
+        ]
     # a snapshot of the hnswlib era (no format) is refused, so that its owner rebuilds it
     meta = json.loads((tmp_path / "ix" / "meta.json").read_text())
     del meta["format"]

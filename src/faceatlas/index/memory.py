@@ -29,7 +29,15 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike
 
-from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_first, empty_hits, unit_rows
+from faceatlas.index.base import (
+    FaceIndex,
+    Hits,
+    IndexSettingError,
+    IndexUnavailableError,
+    best_first,
+    empty_hits,
+    unit_rows,
+)
 
 #: rows of the exact matrix multiplied at once (bounds the (queries x rows) score block to ~64 MB)
 SCORE_BLOCK = 16_000_000
@@ -243,10 +251,10 @@ HNSW_DTYPE = "f16"
 #: ``binary``: a SimHash code (the signs of ``CODE_BITS_PER_VALUE`` random projections per value) walked
 #: by Hamming distance; the graph's best candidates are then re-ranked by exact cosine on float16 rows
 #: kept beside it. Measured on 1 M clustered 512-d faces (M=32, ef_construction=200, 2 build threads,
-#: one query thread, re-rank of the best 64): float16 builds in 2 807 s and needs 6.5 ms for recall@5 0.996 (ef
-#: 256); 1 024-bit codes build in 400 s and reach 0.991 in 1.64 ms (ef 256). 512 bits (the signs
-#: themselves) lose the walk at that size (0.91 at ef 256), 2 048 bits cost more per step (2.8 ms for
-#: 0.995). At 128-d a code is too coarse (512 bits of signs: recall@5 0.85-0.91 at any beam).
+#: one query thread, re-rank of the best 64): float16 builds in 2 807 s and needs 6.5 ms for recall@5
+#: 0.996 (ef 256); 1 024-bit codes build in 400 s and reach 0.991 in 1.64 ms (ef 256). 512 bits (the
+#: signs themselves) lose the walk at that size (0.91 at ef 256); 2 048 bits cost more per step (2.8 ms
+#: for 0.995). At 128-d the signs are too coarse (200 000 faces, 128 bits: recall@5 0.85-0.91 at any beam).
 GraphVectors = Literal["float16", "binary"]
 GRAPH_VECTORS: tuple[GraphVectors, ...] = ("float16", "binary")
 #: the narrowest vectors given a binary graph by default
@@ -307,21 +315,20 @@ class HnswIndex(FaceIndex):
         if graph_vectors is None:
             graph_vectors = "binary" if dim >= BINARY_FROM_DIM else "float16"
         if graph_vectors not in GRAPH_VECTORS:
-            raise ValueError(f"graph_vectors must be one of {GRAPH_VECTORS}, not {graph_vectors!r}")
+            raise IndexSettingError(f"graph_vectors must be one of {GRAPH_VECTORS}, not {graph_vectors!r}")
         self.graph_vectors: GraphVectors = graph_vectors
         # the random hyperplanes of a binary graph's codes (saved with the graph: a code means nothing
         # without them)
+        bits = -(-CODE_BITS_PER_VALUE * dim // 8) * 8  # whole bytes
         self._projection = (
-            np.random.default_rng(dim).standard_normal((dim, CODE_BITS_PER_VALUE * dim), dtype=np.float32)
-            if self.binary
-            else None
+            np.random.default_rng(dim).standard_normal((dim, bits), dtype=np.float32) if self.binary else None
         )
         self._lock = threading.RLock()
         self.clear()
 
     @property
     def binary(self) -> bool:
-        """The graph walks sign bits and the answers are re-ranked on the float16 rows beside it."""
+        """The graph walks SimHash codes and its answers are re-ranked on the float16 rows beside it."""
         return self.graph_vectors == "binary"
 
     @property
