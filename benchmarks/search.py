@@ -346,7 +346,7 @@ def main() -> None:
                     before = rss_mb()
                     started = time.perf_counter()
                     index = make(backend, dim, None, n)
-                    index.reserve(n)  # type: ignore[attr-defined]
+                    index.reserve(n)
                     for start in range(0, n, 100_000):
                         stop = min(n, start + 100_000)
                         index.add(
