@@ -34,7 +34,7 @@ import onnxruntime  # noqa: F401  (before usearch: see faceatlas.index.memory)
 from threadpoolctl import threadpool_limits
 from usearch.index import Index
 
-from benchmarks.search import clustered, exact_top, query_photos
+from benchmarks.search import faces_and_queries
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -76,9 +76,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
     n, dim = args.faces, args.dim
-    vectors, people = clustered(n, dim, seed=n + dim)
-    queries = query_photos(vectors, people, args.queries, seed=1)
-    truth = exact_top(queries, vectors, 5)
+    vectors, _, queries, truth = faces_and_queries(n, dim, args.queries)
     rows = vectors.astype(np.float16)
     path = RESULTS / "hnsw_codes.json"
     results = json.loads(path.read_text()) if path.exists() else {}
@@ -93,8 +91,9 @@ def main() -> None:
             expansion_add=200,
         )
         started = time.perf_counter()
-        graph.add(np.arange(10_000), encode(vectors[:10_000]), threads=1)
-        for start in range(10_000, n, 100_000):
+        serial = min(n, 10_000)  # the first faces one at a time, as HnswIndex inserts them
+        graph.add(np.arange(serial), encode(vectors[:serial]), threads=1)
+        for start in range(serial, n, 100_000):
             stop = min(n, start + 100_000)
             graph.add(np.arange(start, stop), encode(vectors[start:stop]), threads=0)
         entry: dict[str, object] = {

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchmarks.common import RESULTS, machine
-from benchmarks.search import clustered, exact_top, query_photos
+from benchmarks.search import faces_and_queries
 
 
 def main() -> None:
@@ -38,9 +38,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     args = parser.parse_args()
     n, dim = args.faces, args.dim
-    vectors, people = clustered(n, dim, seed=n + dim)
-    queries = query_photos(vectors, people, args.queries, seed=1)
-    truth = exact_top(queries, vectors)
+    vectors, _, queries, truth = faces_and_queries(n, dim, args.queries)
     graph = HnswIndex(dim, m=args.m, ef_construction=args.ef_construction)
     graph.reserve(n)
     started = time.perf_counter()

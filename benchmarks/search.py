@@ -76,6 +76,16 @@ def exact_top(queries: np.ndarray, vectors: np.ndarray, k: int = 5) -> np.ndarra
     return top
 
 
+def faces_and_queries(
+    n: int, dim: int, queries: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The benchmark's ``n`` stored faces and the person of each, ``queries`` new photos of stored people,
+    and each query's exact top 5 (the same for every script, so that their numbers compare)."""
+    vectors, people = clustered(n, dim, seed=n + dim)
+    asked = query_photos(vectors, people, queries, seed=1)
+    return vectors, people, asked, exact_top(asked, vectors)
+
+
 def make(backend: str, dim: int, url: str | None, n: int) -> FaceIndex:
     if backend == "exact":
         return ExactIndex(dim)
@@ -329,9 +339,8 @@ def main() -> None:
     results["machine"] = machine()
     for n in [int(s) for s in args.sizes.split(",")]:
         for dim in [int(d) for d in args.dims.split(",")]:
-            vectors, people = clustered(n, dim, seed=n + dim)
-            queries = query_photos(vectors, people, args.queries, seed=1)
-            truth = list(exact_top(queries, vectors))
+            vectors, people, queries, top = faces_and_queries(n, dim, args.queries)
+            truth = list(top)
             for backend in args.backends.split(","):
                 key = f"{n}x{dim}/{backend}"
                 print(key, "...", flush=True)
