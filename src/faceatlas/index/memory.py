@@ -24,7 +24,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -256,7 +256,7 @@ HNSW_DTYPE = "f16"
 #: signs themselves) lose the walk at that size (0.91 at ef 256); 2 048 bits cost more per step (2.8 ms
 #: for 0.995). At 128-d the signs are too coarse (200 000 faces, 128 bits: recall@5 0.85-0.91 at any beam).
 GraphVectors = Literal["float16", "binary"]
-GRAPH_VECTORS: tuple[GraphVectors, ...] = ("float16", "binary")
+GRAPH_VECTORS: tuple[GraphVectors, ...] = get_args(GraphVectors)
 #: the narrowest vectors given a binary graph by default
 BINARY_FROM_DIM = 512
 CODE_BITS_PER_VALUE = 2
@@ -459,13 +459,13 @@ class HnswIndex(FaceIndex):
             beam = int(1.3 * beam)
         return beam if self.m >= HNSW_M else 2 * beam
 
-    def _graph_hits(self, query: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Slots and cosines of (at least) ``fetch`` live faces of the graph nearest to one query, or of
-        every live face the walk found if fewer."""
+    def _graph_hits(self, query: np.ndarray, code: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Slots and cosines of (at least) ``fetch`` live faces of the graph nearest to one query (whose
+        graph ``code`` is given), or of every live face the walk found if fewer."""
         if self.binary:
             fetch = max(fetch, RERANK_CANDIDATES)
         self._graph.expansion_search = max(self.beam(), fetch)
-        found = self._graph.search(self._graph_codes(query), fetch, threads=self.threads)
+        found = self._graph.search(code, fetch, threads=self.threads)
         slots = np.asarray(found.keys, np.int64)
         live = self._alive[slots]
         slots = slots[live]
@@ -488,12 +488,14 @@ class HnswIndex(FaceIndex):
             if self.recent_faces:
                 recent = self._recent.search(queries, k, unique_groups=unique_groups)
             results = []
+            # every query's code at once: one pass over the projection, not one per query and retry
+            codes = self._graph_codes(queries)
             for row, query in enumerate(queries):
                 # one result per group, or faces masked out of a mapped graph: over-fetch until enough
                 # are found or the whole graph has been asked
                 fetch = min(self._count + masked, (max(4 * k, 32) if unique_groups else k) + min(masked, 32))
                 while True:
-                    slots, cosines = self._graph_hits(query, fetch)
+                    slots, cosines = self._graph_hits(query, codes[row], fetch)
                     groups = self._groups[slots]
                     enough = len(slots) >= k and (not unique_groups or len(np.unique(groups)) >= k)
                     if enough or fetch >= self._count + masked:
@@ -569,7 +571,7 @@ class HnswIndex(FaceIndex):
             np.save(tmp / "keys.npy", self._keys[:n])
             np.save(tmp / "groups.npy", self._groups[:n])
             np.save(tmp / "alive.npy", self._alive[:n])
-            if self._projection is not None:
+            if self._projection is not None:  # (a binary graph)
                 np.save(tmp / ROWS_FILE, self._rows[:n])
                 np.save(tmp / PROJECTION_FILE, self._projection)
             meta = {
