@@ -1,10 +1,11 @@
 """How dense the HNSW graph must be: build time, recall and latency against the beam, per (M, ef_c).
 
     PYTHONPATH=src python benchmarks/hnsw_params.py --faces 1000000 --m 32 --ef-construction 200 [--dim 128]
+        [--beams 64,128,256]
 
 Same clustered vectors and queries as ``benchmarks/search.py`` (so the figures compare), through
-``faceatlas.index.HnswIndex`` itself (usearch, float16 vectors) with every core building and 1 query
-thread, 300 queries, recall against the exact float32 top 5.
+``faceatlas.index.HnswIndex`` itself (usearch; float16 vectors, or at 512-d the binary graph with its
+re-rank) with every core building and 1 query thread, 300 queries, recall against the exact float32 top 5.
 Appends one entry to ``benchmarks/results/hnsw_params.json``. This is how ``HNSW_M`` and
 ``HNSW_EF_CONSTRUCTION`` in ``faceatlas/index/memory.py`` were chosen.
 """
@@ -34,8 +35,9 @@ def main() -> None:
     parser.add_argument("--faces", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--m", type=int, default=32)
-    parser.add_argument("--ef-construction", type=int, default=200)
+    parser.add_argument("--ef-construction", type=int, help="default: the index's own for this width")
     parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--beams", default="64,128,256,384,512,768,1024", help="search beams (ef) to measure")
     args = parser.parse_args()
     n, dim = args.faces, args.dim
     vectors, _, queries, truth = faces_and_queries(n, dim, args.queries)
@@ -48,14 +50,15 @@ def main() -> None:
         "faces": n,
         "dim": dim,
         "m": args.m,
-        "ef_construction": args.ef_construction,
+        "ef_construction": graph.ef_construction,
+        "graph_vectors": graph.graph_vectors,
         "build_s": round(time.perf_counter() - started, 1),
         "build_threads": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
         "by_ef": {},
     }
     print(json.dumps(entry), flush=True)
-    for ef in (64, 128, 256, 384, 512, 768, 1024):
+    for ef in (int(beam) for beam in args.beams.split(",")):
         graph.ef_search = ef
         times, found = [], []
         for query in queries:

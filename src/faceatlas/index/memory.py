@@ -260,6 +260,12 @@ GRAPH_VECTORS: tuple[GraphVectors, ...] = get_args(GraphVectors)
 #: the narrowest vectors given a binary graph by default
 BINARY_FROM_DIM = 512
 CODE_BITS_PER_VALUE = 2
+#: a binary graph is built with a wider beam: 1 M x 512 (M=32), ef_construction 400 against 200: recall@5
+#: 0.9935 against 0.992 at ef 256, 0.996 against 0.994 at ef 320, same search time, build 886 against
+#: 519 s. (Each Hamming distance of the walk costs ~100 ns, a cache miss, so a sparser graph is not
+#: faster at equal recall: M=24 needs ef 384 for 0.993. Inserting faces grouped by region did not
+#: make the walk's memory reads any cheaper: 100 ns a distance either way, and recall fell.)
+BINARY_EF_CONSTRUCTION = 400
 #: candidates of a binary graph re-ranked (at least): 1 M x 512, ef 256: recall@5 0.991 in 1.64 ms;
 #: re-ranking the whole beam instead: 0.992 in 1.94 ms
 RERANK_CANDIDATES = 64
@@ -304,19 +310,22 @@ class HnswIndex(FaceIndex):
         *,
         key_dtype: DTypeLike = np.int64,
         m: int = HNSW_M,
-        ef_construction: int = HNSW_EF_CONSTRUCTION,
+        ef_construction: int | None = None,
         ef_search: int | None = None,
         threads: int = 1,
         graph_vectors: GraphVectors | None = None,
     ) -> None:
         self.dim = dim
         self.key_dtype = np.dtype(key_dtype)
-        self.m, self.ef_construction, self.ef_search, self.threads = m, ef_construction, ef_search, threads
+        self.m, self.ef_search, self.threads = m, ef_search, threads
         if graph_vectors is None:
             graph_vectors = "binary" if dim >= BINARY_FROM_DIM else "float16"
         if graph_vectors not in GRAPH_VECTORS:
             raise IndexSettingError(f"graph_vectors must be one of {GRAPH_VECTORS}, not {graph_vectors!r}")
         self.graph_vectors: GraphVectors = graph_vectors
+        if ef_construction is None:
+            ef_construction = BINARY_EF_CONSTRUCTION if self.binary else HNSW_EF_CONSTRUCTION
+        self.ef_construction = ef_construction
         # the random hyperplanes of a binary graph's codes (saved with the graph: a code means nothing
         # without them)
         bits = -(-CODE_BITS_PER_VALUE * dim // 8) * 8  # whole bytes
@@ -446,15 +455,20 @@ class HnswIndex(FaceIndex):
         graph (M=32, ef_construction=200) on clustered faces, one query thread, recall@5 against exact
         search (``docs/scale.md``): 128-d float16, 100 000 faces, ef 64: 100 % (0.28 ms); 1 M, ef 128:
         98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d float16, 1 M: ef 200: 98.0 % (5.0 ms), ef 256:
-        99.6 % (6.5 ms), so wider float16 vectors get a 1.3 times wider beam. 512-d binary codes get
-        twice the beam: at 1 M, two builds found 99.2 % and 98.8 % at ef 300 but 99.3 % both at ef 384
-        (2.3-2.65 ms); at 3 M, ef 384: 93.1 %, ef 512: 94.9 % (3.8 ms). A smaller graph (M) needs a
-        wider beam too."""
+        99.6 % (6.5 ms), so wider float16 vectors get a 1.3 times wider beam. So do 512-d binary codes in
+        a graph built with ``BINARY_EF_CONSTRUCTION``, up to 1 M faces (1 M, ef 256: 99.35 %, 1.8 ms).
+        Binary graphs built with ef_construction 200 (snapshots made before), and larger binary graphs,
+        get twice the beam: at 1 M three such builds found 98.6-99.2 % at ef 256 and 99.3 % at ef 384;
+        at 3 M, ef 384: 93.1 %, ef 512: 94.9 % (3.8 ms), so past 1 M every step of beam counts. A
+        smaller graph (M) needs a wider beam too."""
         if self.ef_search is not None:
             return self.ef_search
         beam = min(256, max(64, self._count // 5000))
         if self.binary:
-            beam = 2 * beam
+            measured = self.ef_construction >= BINARY_EF_CONSTRUCTION and self._count <= 1_000_000
+            # (never below 128: at 83, one 20 000-face graph built under load did not put a face first
+            # for its own vector)
+            beam = max(128, int(1.3 * beam)) if measured else 2 * beam
         elif self.dim > 256:
             beam = int(1.3 * beam)
         return beam if self.m >= HNSW_M else 2 * beam
