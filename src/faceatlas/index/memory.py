@@ -10,7 +10,8 @@ at recall@5 0.9987) but can only load a saved graph into each process's own memo
 vectors but reads the graph's links into memory, and aborts the process when a mapped index is
 changed; usearch maps the whole graph, stores float16 vectors (half the memory, cosines within 1.1e-4)
 and reaches recall@5 0.9987 at 1 M in 1.6 ms (ef 192). Wider (512-d) faces are walked on binary codes
-and re-ranked exactly (``GraphVectors``): 2.5-2.8 times faster than a float16 graph at 1 M.
+and re-ranked exactly (``GraphVectors``): at 1 M, 1.64 ms for recall@5 0.995 against a float16 graph's
+6.5 ms for 0.996.
 """
 
 from __future__ import annotations
