@@ -219,7 +219,8 @@ class PgvectorIndex(FaceIndex):
                     conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
                     # the planner's cost of an HNSW scan grows with ef_search and is not monotone: at
                     # 100 000 x 512, ef_search 256 made it sort a parallel sequential scan (985 ms against
-                    # 66 ms at 192 and 114 ms at 384, EXPLAIN ANALYZE); the graph is always the cheaper way
+                    # 66 ms at 192 and 114 ms at 384, EXPLAIN ANALYZE). Index scans (the graph, or the
+                    # owner's b-tree for a small owner) stay open to the planner.
                     conn.execute(text("SET LOCAL enable_seqscan = off"))
                     conn.execute(
                         text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(fetch or 1000, 1000))}")
