@@ -212,16 +212,17 @@ class PgvectorIndex(FaceIndex):
             return [empty_hits(self.key_dtype) for _ in range(len(queries))]
         results = []
         with self.db.engine.begin() as conn:
+            # (once a transaction) iterative scans keep walking the graph until the owner filter yields
+            # enough rows
+            conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+            # the planner's cost of an HNSW scan grows with ef_search and is not monotone: at 100 000 x
+            # 512, ef_search 256 made it sort a parallel sequential scan (985 ms against 66 ms at 192 and
+            # 114 ms at 384, EXPLAIN ANALYZE). Index scans (the graph, or the owner's b-tree for a small
+            # owner) stay open to the planner.
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
             for query in queries:
                 fetch: int | None = None if k <= 0 else (k if not unique_groups else max(4 * k, 32))
                 while True:
-                    # iterative scans keep walking the graph until the owner filter yields enough rows
-                    conn.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-                    # the planner's cost of an HNSW scan grows with ef_search and is not monotone: at
-                    # 100 000 x 512, ef_search 256 made it sort a parallel sequential scan (985 ms against
-                    # 66 ms at 192 and 114 ms at 384, EXPLAIN ANALYZE). Index scans (the graph, or the
-                    # owner's b-tree for a small owner) stay open to the planner.
-                    conn.execute(text("SET LOCAL enable_seqscan = off"))
                     conn.execute(
                         text(f"SET LOCAL hnsw.ef_search = {max(self.ef_search, min(fetch or 1000, 1000))}")
                     )
