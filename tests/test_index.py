@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from sqlalchemy import inspect, text
 
-from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError, IndexUnavailableError
+from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError, IndexUnavailableError, memory
 from faceatlas.index.memory import GraphVectors
 from faceatlas.index.service import IndexOptions, ServiceCollections
 from faceatlas.storage.db import Database, sqlite_url
@@ -292,6 +292,22 @@ def test_processes_share_the_pages_of_a_mapped_graph(tmp_path: Path, dim: int) -
     finally:
         for process in readers:
             process.communicate("\n", timeout=30)
+
+
+@pytest.mark.parametrize("dim", [64, 512], ids=["float16", "binary"])
+def test_every_face_is_found_by_its_own_vector_after_a_concurrent_build(
+    monkeypatch: pytest.MonkeyPatch, dim: int
+) -> None:
+    # usearch's concurrent insert can store a face with no link to it (usearch issue #735), which no
+    # beam then finds; many threads on a small graph make it happen in every build (3 000 x 64, 16
+    # threads: 10-44 such faces in each of 10 plain usearch builds), so the index must find and relink them
+    monkeypatch.setattr(memory, "SERIAL_INSERTS", 0)
+    vectors = clustered_unit_vectors(3500, dim, seed=1)
+    index = HnswIndex(dim, insert_threads=16)
+    index.add(np.arange(3000), np.zeros(3000), vectors[:3000])
+    index.add(np.arange(3000, 3500), np.zeros(500), vectors[3000:])  # an update, not a bulk load
+    hits = index.search(vectors, 1)
+    assert [int(h.keys[0]) for h in hits] == list(range(3500))
 
 
 # --------------------------------------------------------------------------- the server's collections
