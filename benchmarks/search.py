@@ -380,6 +380,9 @@ def main() -> None:
                         entry["ef_search"] = default_ef
                         if isinstance(graph, HnswIndex):
                             entry["graph_vectors"] = graph.graph_vectors
+                            # (part of build_s: faces no walk reached, found and inserted again)
+                            entry["relink_check_s"] = round(graph.relink_check_s, 2)
+                            entry["relinked_faces"] = graph.relinked_faces
                         entry["by_ef_search"] = {}
                         for ef in (40, 64, 128, 192, 256, 384, 512):
                             graph.ef_search = ef
