@@ -281,22 +281,31 @@ SERIAL_INSERTS = 10_000
 HNSW_FORMAT = 4
 
 
-#: the beam of the first, cheap search for each new face's own vector (200 000 x 512: 41 us a face,
-#: 2.5 % not found and asked again at the search beam; ef 16: 66 us, 0.2 %)
-RELINK_CHECK_BEAM = 8
-#: times unreachable faces are inserted again and the faces checked again
+#: the beams of the searches for each checked face's own vector, each asked only for the faces the one
+#: before did not find. 200 000 x 512, binary graph: ef 8 alone: 54 us a face, 7.8 % not found; ef 32
+#: alone: 154 us, 0.04 %; then the search beam (83). ef 8 then the search beam: 89.5 us a face; ef 8,
+#: 32, then the search beam: 83 us, the re-inserts and their neighbours' check included.
+RELINK_CHECK_BEAMS = (8, 32)
+#: times unreachable faces are inserted again and the faces near them checked again
 RELINK_ROUNDS = 4
+#: the faces near a re-inserted one that are checked again: inserting a face rewrites the link lists of
+#: the faces it links to, and what those lists drop lies near them
+RELINK_NEIGHBOURS = 256
+
+
+def _returned_keys(found: Any, queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, which of them were returned) of a usearch search of ``queries`` rows: one query's matches
+    hold only what was found, a batch's rows are padded past their counts."""
+    keys = np.asarray(found.keys, np.uint64).reshape(queries, -1)
+    counts = np.asarray(getattr(found, "counts", keys.shape[1])).reshape(-1, 1)
+    return keys, np.arange(keys.shape[1]) < counts
 
 
 def _unreached(graph: Any, slots: np.ndarray, codes: np.ndarray, beam: int) -> np.ndarray:
     """Positions in ``slots`` of the faces a walk of ``beam`` for their own ``codes`` does not return
     among its best four (four: the same vector stored twice ties with itself)."""
     graph.expansion_search = beam
-    found = graph.search(codes, 4, threads=0)  # (0: every core)
-    keys = np.asarray(found.keys, np.uint64).reshape(len(slots), -1)
-    # (one query's matches hold only what was found; a batch's rows are padded past their counts)
-    counts = np.asarray(getattr(found, "counts", keys.shape[1])).reshape(-1, 1)
-    returned = np.arange(keys.shape[1]) < counts
+    keys, returned = _returned_keys(graph.search(codes, 4, threads=0), len(slots))  # (0: every core)
     return np.flatnonzero(~((keys == slots.astype(np.uint64)[:, None]) & returned).any(axis=1))
 
 
@@ -475,15 +484,27 @@ class HnswIndex(FaceIndex):
         started = time.perf_counter()
         codes = np.vstack(self._graph.get(slots))
         for _ in range(RELINK_ROUNDS):
-            lost = _unreached(self._graph, slots, codes, RELINK_CHECK_BEAM)
-            if len(lost):  # (a short walk also misses some faces that are merely far from the entry)
-                lost = lost[_unreached(self._graph, slots[lost], codes[lost], self.beam())]
+            lost = np.arange(len(slots))
+            # (a short walk also misses many faces that are merely far from the entry: wider walks ask
+            # again for those only)
+            for beam in (*RELINK_CHECK_BEAMS, self.beam()):
+                lost = lost[_unreached(self._graph, slots[lost], codes[lost], beam)]
+                if len(lost) == 0:
+                    break
             if len(lost) == 0:
                 break
-            # (every face is checked again: re-inserting one can prune another's last link)
-            self._graph.remove(slots[lost])
-            self._graph.add(slots[lost], codes[lost], threads=1)
+            lost_slots, lost_codes = slots[lost], codes[lost]
+            self._graph.remove(lost_slots)
+            self._graph.add(lost_slots, lost_codes, threads=1)
             self.relinked_faces += len(lost)
+            # a re-insert can prune another face's last link: check the re-inserted faces and those
+            # near them again (not the whole graph: at 200 000 faces a whole check is ~17 s)
+            self._graph.expansion_search = max(self.beam(), RELINK_NEIGHBOURS)
+            near, returned = _returned_keys(
+                self._graph.search(lost_codes, RELINK_NEIGHBOURS, threads=0), len(lost_slots)
+            )
+            slots = np.unique(np.concatenate([lost_slots, near[returned]]))
+            codes = np.vstack(self._graph.get(slots))
         self.relink_check_s += time.perf_counter() - started
 
     def remove(self, keys: np.ndarray) -> int:
