@@ -471,12 +471,12 @@ class HnswIndex(FaceIndex):
             self._groups[slots] = np.asarray(groups, np.int64).ravel()
             self._alive[slots] = True
             self._count += len(keys)
-            # inserts can prune away an earlier face's last link too: a bulk load is checked whole, an
-            # update with the faces near the new ones
-            if 4 * len(slots) >= len(self._graph) or len(slots) * RELINK_NEIGHBOURS >= len(self._graph):
+            # inserts can prune away an earlier face's last link too: a bulk load (and a small graph) is
+            # checked whole. An update of a larger graph checks its own faces only: the faces near them
+            # as well would cost as much as the whole graph once an update is a few thousand faces, and
+            # the service builds its graph 50 000 faces at a time.
+            if 4 * len(slots) >= len(self._graph) or len(self._graph) <= RELINK_WHOLE_GRAPH:
                 slots = np.flatnonzero(self._alive[: self._used]).astype(np.uint64)
-            else:
-                slots = self._with_neighbours(slots, codes)
             self._relink_unreachable(slots)
 
     def _with_neighbours(self, slots: np.ndarray, codes: np.ndarray) -> np.ndarray:
