@@ -476,14 +476,17 @@ class HnswIndex(FaceIndex):
             # as well would cost as much as the whole graph once an update is a few thousand faces, and
             # the service builds its graph 50 000 faces at a time.
             if 4 * len(slots) >= len(self._graph) or len(self._graph) <= RELINK_WHOLE_GRAPH:
-                slots = np.flatnonzero(self._alive[: self._used]).astype(np.uint64)
+                slots = self._live_slots()
             self._relink_unreachable(slots)
+
+    def _live_slots(self) -> np.ndarray:
+        return np.flatnonzero(self._alive[: self._used]).astype(np.uint64)
 
     def _with_neighbours(self, slots: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """``slots`` and the :data:`RELINK_NEIGHBOURS` faces nearest each (``codes``: their graph vectors);
         every face of a graph of up to :data:`RELINK_WHOLE_GRAPH` faces."""
         if len(self._graph) <= RELINK_WHOLE_GRAPH:
-            return np.flatnonzero(self._alive[: self._used]).astype(np.uint64)
+            return self._live_slots()
         self._graph.expansion_search = max(self.beam(), RELINK_NEIGHBOURS)
         found = self._graph.search(codes, RELINK_NEIGHBOURS, threads=0)
         near, returned = _returned_keys(found, len(slots))
