@@ -1,7 +1,7 @@
 """Face-index benchmark: every backend of faceatlas.index on realistic (clustered) unit vectors.
 
     PYTHONPATH=src python benchmarks/search.py [--sizes 100000,1000000] [--dims 128,512]
-        [--backends exact,exact-float16,hnsw,hnsw-float16,hnsw-binary,pgvector]
+        [--backends exact,exact-float16,hnsw,hnsw-float16,hnsw-binary,pgvector,pgvector-binary]
         [--pgvector URL] [--queries 200]
 
 Vectors: one centre per person (10 photos each) plus per-photo noise, so a photo's cosine to its person's
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from benchmarks.common import RESULTS, machine, rss_mb, summary
 from faceatlas.index import ExactIndex, FaceIndex, Hits, HnswIndex
-from faceatlas.index.pgvector import PgvectorIndex
+from faceatlas.index.pgvector import PgGraphVectors, PgvectorIndex
 
 PER_PERSON = 10
 NOISE = 0.75  # norm of the per-photo noise around a unit centre
@@ -126,7 +126,7 @@ class Positions(FaceIndex):
 
 
 def build_pgvector(
-    url: str, vectors: np.ndarray, people: np.ndarray
+    url: str, vectors: np.ndarray, people: np.ndarray, graph_vectors: PgGraphVectors = "vector"
 ) -> tuple[FaceIndex, float | None, float | None]:
     """Rows in service_face (bulk insert, not timed), then the vector column and HNSW index (timed).
     A service already holding these rows (an earlier run) is reused: no build time then."""
@@ -147,7 +147,15 @@ def build_pgvector(
         # rows of an earlier run: timed only if the HNSW index still has to be built
         sid = existing[0].id
         started = time.perf_counter()
-        index = PgvectorIndex(db, "service_face", pack, dim, {"service_id": sid}, key_dtype=np.dtype("S36"))
+        index = PgvectorIndex(
+            db,
+            "service_face",
+            pack,
+            dim,
+            {"service_id": sid},
+            key_dtype=np.dtype("S36"),
+            graph_vectors=graph_vectors,
+        )
         had_index = index.describe()["index"] is not None
         index.sync()
         build = None if had_index else time.perf_counter() - started
@@ -171,7 +179,15 @@ def build_pgvector(
         with db.engine.begin() as conn:
             size_before = conn.scalar(text("SELECT pg_database_size(current_database())"))
         started = time.perf_counter()
-        index = PgvectorIndex(db, "service_face", pack, dim, {"service_id": sid}, key_dtype=np.dtype("S36"))
+        index = PgvectorIndex(
+            db,
+            "service_face",
+            pack,
+            dim,
+            {"service_id": sid},
+            key_dtype=np.dtype("S36"),
+            graph_vectors=graph_vectors,
+        )
         index.sync()
         with db.engine.begin() as conn:
             conn.execute(text("ANALYZE service_face"))
@@ -345,11 +361,13 @@ def main() -> None:
                 key = f"{n}x{dim}/{backend}"
                 print(key, "...", flush=True)
                 load_before = os.getloadavg()[0]
-                if backend == "pgvector":
+                if backend in ("pgvector", "pgvector-binary"):
                     if not args.pgvector:
                         print("  skipped: no --pgvector URL")
                         continue
-                    index, build_s, per_face = build_pgvector(args.pgvector, vectors, people)
+                    index, build_s, per_face = build_pgvector(
+                        args.pgvector, vectors, people, "binary" if backend == "pgvector-binary" else "vector"
+                    )
                     memory = {"bytes_per_face_on_disk": None if per_face is None else round(per_face, 1)}
                 else:
                     before = rss_mb()
@@ -378,13 +396,16 @@ def main() -> None:
                         # the beam width trades latency for recall: the curve, at every width
                         default_ef = graph.beam() if isinstance(graph, HnswIndex) else graph.ef_search
                         entry["ef_search"] = default_ef
+                        entry["graph_vectors"] = graph.graph_vectors
                         if isinstance(graph, HnswIndex):
-                            entry["graph_vectors"] = graph.graph_vectors
                             # (part of build_s: faces no walk reached, found and inserted again)
                             entry["relink_check_s"] = round(graph.relink_check_s, 2)
                             entry["relinked_faces"] = graph.relinked_faces
                         entry["by_ef_search"] = {}
-                        for ef in (40, 64, 128, 192, 256, 384, 512):
+                        beams = (40, 64, 128, 192, 256, 384, 512)
+                        if isinstance(graph, PgvectorIndex) and graph.graph_vectors == "binary":
+                            beams += (768, 1000)  # sign codes want wider beams; pgvector allows up to 1000
+                        for ef in beams:
                             graph.ef_search = ef
                             measured = measure(index, queries, truth)
                             entry["by_ef_search"][ef] = {

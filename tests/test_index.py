@@ -695,6 +695,79 @@ def test_pgvector_migration_adds_the_column() -> None:
         drop_postgres_database(url, "FACEATLAS_TEST_PGVECTOR")
 
 
+def test_pgvector_binary_graph_finds_the_exact_neighbours() -> None:
+    """A ``binary`` pgvector index walks sign codes and re-ranks by the exact inner product."""
+    from sqlalchemy import event
+
+    from faceatlas.index.pgvector import PgvectorIndex
+
+    url = fresh_postgres_url("binary", "FACEATLAS_TEST_PGVECTOR")
+    if url is None:
+        pytest.skip("FACEATLAS_TEST_PGVECTOR is not set (CI sets it)")
+    dim, n = 512, 6000
+    vectors = clustered_unit_vectors(n, dim, seed=5)
+    noise = np.random.default_rng(6).normal(size=(150, dim)).astype(np.float32) * 0.32 / np.sqrt(dim)
+    queries = vectors[::40] + noise
+    try:
+        db = Database.open(url)
+        store = ServiceStore(db)
+        sid = store.create_service("wide", "recognition", "arcface").id
+        ids = store.add_faces_bulk(sid, [f"p{i // 8}" for i in range(n)], vectors, "arcface")
+        index = PgvectorIndex(
+            db,
+            "service_face",
+            "arcface",
+            dim,
+            {"service_id": sid},
+            key_dtype=np.dtype("S36"),
+            graph_vectors="binary",
+        )
+        assert index.sync() == n
+        assert index.describe()["index"] == "ix_service_face_hnswbq_arcface_512"
+        with db.engine.begin() as conn:  # (as autovacuum would; without statistics the planner guesses)
+            conn.execute(text("ANALYZE service_face"))
+        exact = ExactIndex(dim)
+        exact.add(np.arange(n), np.zeros(n), vectors)
+        statements: list[tuple[str, dict]] = []
+
+        def keep(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+            if statement.startswith("SELECT * FROM (SELECT"):
+                statements.append((statement, parameters))  # type: ignore[arg-type]
+
+        event.listen(db.engine, "before_cursor_execute", keep)
+        found = index.search(queries, 5)
+        event.remove(db.engine, "before_cursor_execute", keep)
+        position = {face_id.encode(): i for i, face_id in enumerate(ids)}
+        truth = exact.search(queries, 5)
+        recall = np.mean(
+            [
+                len(set(t.keys.tolist()) & {position[k] for k in f.keys.tolist()}) / 5
+                for t, f in zip(truth, found, strict=True)
+            ]
+        )
+        assert recall >= 0.98
+        for t, f in zip(truth, found, strict=True):  # exact cosines, best first
+            if t.keys.tolist() == [position[k] for k in f.keys.tolist()]:
+                np.testing.assert_allclose(f.cosines, t.cosines, atol=2e-3)
+        # the codes' graph is walked (not a sort of every row, which would be exact whatever the codes)
+        assert len(statements) == len(queries)
+        with db.engine.begin() as conn:
+            conn.execute(text("SET LOCAL enable_seqscan = off"))
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.execute("EXPLAIN " + statements[0][0], statements[0][1])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+        assert "ix_service_face_hnswbq_arcface_512" in plan
+        # one face a subject, and a removed face is not found
+        per_subject = index.search(queries[:1], 5, unique_groups=True)[0]
+        assert len(set(per_subject.groups.tolist())) == len(per_subject) == 5
+        first = found[0].keys[:1]
+        assert index.remove(first) == 1
+        assert first[0] not in index.search(queries[:1], 5)[0].keys.tolist()
+        db.dispose()
+    finally:
+        drop_postgres_database(url, "FACEATLAS_TEST_PGVECTOR")
+
+
 # --------------------------------------------------------------------------- the library's search
 def _add_photo(db: Database, path: str, vectors: np.ndarray) -> list[int]:
     from sqlalchemy import insert

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from sqlalchemy import text
@@ -37,6 +37,13 @@ PGVECTOR_EF_CONSTRUCTION = 200
 #: layers, headers. 16 bytes a neighbour was too few: a 1 M-face build (128-d, M=32) ran out at 800 000
 #: faces and then inserted ~40 faces/s instead of ~500.
 MAX_BUILD_MEMORY = 4 * 2**30
+#: How the HNSW index holds the vectors (as the in-memory graph's ``GraphVectors``). ``vector``: the
+#: float32 vectors themselves, whose inner products are the answer. ``binary``: their signs (pgvector's
+#: ``binary_quantize``, a ``bit(dim)`` expression index, 64 bytes a 512-d face against 2 KB) walked by
+#: Hamming distance; the walk's ``ef_search`` best candidates are then re-ranked by their exact inner
+#: products in the same query.
+PgGraphVectors = Literal["vector", "binary"]
+PG_GRAPH_VECTORS: tuple[PgGraphVectors, ...] = get_args(PgGraphVectors)
 MISSING_EXTENSION = (
     "the pgvector index needs PostgreSQL with the 'vector' extension (pgvector): install it on the "
     "database server and run CREATE EXTENSION vector, or choose --index exact/hnsw/auto"
@@ -70,15 +77,25 @@ class PgvectorIndex(FaceIndex):
     key_dtype: np.dtype = field(default_factory=lambda: np.dtype(np.int64))
     # measured at 1 M faces (M=32): ef 40: 12 ms, recall@5 0.984; 64: 16 ms, 0.999; 100: 26 ms, 0.999
     ef_search: int = 64
+    graph_vectors: PgGraphVectors = "vector"
     kind: str = "pgvector"
 
     def __post_init__(self) -> None:
         if self.db.is_sqlite:
             raise IndexUnavailableError(MISSING_EXTENSION + " (this database is SQLite)")
         self.key_column, self.group_column = VECTOR_TABLES[self.table]
+        if self.graph_vectors not in PG_GRAPH_VECTORS:
+            raise ValueError(f"graph_vectors must be one of {', '.join(PG_GRAPH_VECTORS)}")
         slug = re.sub(r"[^a-z0-9]", "_", self.pack.lower())
-        self.index_name = f"ix_{self.table}_hnsw_{slug}_{self.dim}"
         self.cast = f"{VECTOR_COLUMN}::vector({int(self.dim)})"
+        if self.graph_vectors == "binary":
+            self.index_name = f"ix_{self.table}_hnswbq_{slug}_{self.dim}"
+            self.indexed = f"binary_quantize({self.cast})::bit({int(self.dim)})"
+            self.operators = "bit_hamming_ops"
+        else:
+            self.index_name = f"ix_{self.table}_hnsw_{slug}_{self.dim}"
+            self.indexed = self.cast
+            self.operators = "vector_ip_ops"
         filters = [f"pack = {_pack_literal(self.pack)}", f"{VECTOR_COLUMN} IS NOT NULL"]
         filters += [f"{column} = :{column}" for column in self.where]
         self.filter_sql = " AND ".join(filters)
@@ -104,7 +121,8 @@ class PgvectorIndex(FaceIndex):
                 )
                 or 0
             )
-            needed = rows * (4 * self.dim + 48 * PGVECTOR_M + 128)
+            stored = self.dim // 8 if self.graph_vectors == "binary" else 4 * self.dim
+            needed = rows * (stored + 48 * PGVECTOR_M + 128)
             memory_mb = max(64, min(MAX_BUILD_MEMORY, needed + needed // 4) // 2**20)
             conn.execute(text(f"SET LOCAL maintenance_work_mem = '{int(memory_mb)}MB'"))
             started = time.perf_counter()
@@ -113,7 +131,7 @@ class PgvectorIndex(FaceIndex):
                     conn.execute(
                         text(
                             f"CREATE INDEX IF NOT EXISTS {self.index_name} ON {self.table} USING hnsw "
-                            f"(({self.cast}) vector_ip_ops) WITH (m = {PGVECTOR_M}, "
+                            f"(({self.indexed}) {self.operators}) WITH (m = {PGVECTOR_M}, "
                             f"ef_construction = {PGVECTOR_EF_CONSTRUCTION}) "
                             f"WHERE pack = {_pack_literal(self.pack)}"
                         )
@@ -198,10 +216,20 @@ class PgvectorIndex(FaceIndex):
     def _top(self, conn: Connection, query: np.ndarray, limit: int | None) -> Sequence[Any]:
         # the ORDER BY expression must be the indexed one for PostgreSQL to use the HNSW index
         query_vector = f"CAST(:q AS vector({self.dim}))"
-        sql = (
-            f"SELECT {self.key_column}, {self.group_column}, ({self.cast} <#> {query_vector}) "
-            f"FROM {self.table} WHERE {self.filter_sql} ORDER BY {self.cast} <#> {query_vector}"
-        )
+        distance = f"{self.cast} <#> {query_vector}"
+        columns = f"{self.key_column}, {self.group_column}, ({distance}) AS distance"
+        rows = f"FROM {self.table} WHERE {self.filter_sql}"
+        if self.graph_vectors == "binary" and limit is not None:
+            # the walk's ef_search best codes, then their exact order (a limit the walk cannot fill
+            # would only make it walk on)
+            code = f"binary_quantize({query_vector})::bit({self.dim})"
+            candidates = max(int(limit), self.ef_search)
+            sql = (
+                f"SELECT * FROM (SELECT {columns} {rows} ORDER BY {self.indexed} <~> {code} "
+                f"LIMIT {candidates}) AS candidates ORDER BY distance"
+            )
+        else:
+            sql = f"SELECT {columns} {rows} ORDER BY {distance}"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return conn.execute(text(sql), {"q": vector_literal(query), **self._owner()}).all()
@@ -249,4 +277,5 @@ class PgvectorIndex(FaceIndex):
             "index": self.index_name if built else None,
             "m": PGVECTOR_M,
             "ef_search": self.ef_search,
+            "graph_vectors": self.graph_vectors,
         }
