@@ -22,6 +22,7 @@ from sqlalchemy import inspect, text
 
 from faceatlas.index import ExactIndex, FaceIndex, HnswIndex, IndexSettingError, IndexUnavailableError, memory
 from faceatlas.index.memory import GraphVectors
+from faceatlas.index.pgvector import PgvectorIndex
 from faceatlas.index.service import IndexOptions, ServiceCollections
 from faceatlas.storage.db import Database, sqlite_url
 from faceatlas.storage.services import ServiceStore
@@ -452,6 +453,7 @@ def test_concurrent_writers_lose_nothing(backend: tuple[str, str]) -> None:
 SECOND_PROCESS = """
 import sys, numpy as np
 from faceatlas.index.memory import GraphVectors
+from faceatlas.index.pgvector import PgvectorIndex
 from faceatlas.index.service import IndexOptions, ServiceCollections
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceStore
@@ -663,6 +665,8 @@ def test_unknown_backend_and_missing_extension(tmp_path: Path) -> None:
     sid = store.create_service("p", "recognition", "sface").id
     with pytest.raises(IndexUnavailableError, match="vector' extension"):
         ServiceCollections(store, "sface", DIM, 0.0, IndexOptions("pgvector")).get(sid)
+    with pytest.raises(IndexSettingError, match="'float16'"):
+        PgvectorIndex(db=db, table="service_face", pack="sface", dim=DIM, graph_vectors="float16")  # type: ignore[arg-type]
     db.dispose()
     url = fresh_postgres_url("novector")
     if url is None:
@@ -698,8 +702,6 @@ def test_pgvector_migration_adds_the_column() -> None:
 def test_pgvector_binary_graph_finds_the_exact_neighbours() -> None:
     """A ``binary`` pgvector index walks sign codes and re-ranks by the exact inner product."""
     from sqlalchemy import event
-
-    from faceatlas.index.pgvector import PgvectorIndex
 
     url = fresh_postgres_url("binary", "FACEATLAS_TEST_PGVECTOR")
     if url is None:

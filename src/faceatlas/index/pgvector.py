@@ -21,7 +21,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from faceatlas.index.base import FaceIndex, Hits, IndexUnavailableError, best_first, empty_hits, unit_rows
+from faceatlas.index.base import (
+    FaceIndex,
+    Hits,
+    IndexSettingError,
+    IndexUnavailableError,
+    best_first,
+    empty_hits,
+    unit_rows,
+)
 from faceatlas.storage.db import Database
 from faceatlas.storage.pgvector import VECTOR_COLUMN, VECTOR_TABLES, add_vector_column
 
@@ -81,11 +89,13 @@ class PgvectorIndex(FaceIndex):
     kind: str = "pgvector"
 
     def __post_init__(self) -> None:
+        if self.graph_vectors not in PG_GRAPH_VECTORS:
+            raise IndexSettingError(
+                f"graph_vectors must be one of {PG_GRAPH_VECTORS}, not {self.graph_vectors!r}"
+            )
         if self.db.is_sqlite:
             raise IndexUnavailableError(MISSING_EXTENSION + " (this database is SQLite)")
         self.key_column, self.group_column = VECTOR_TABLES[self.table]
-        if self.graph_vectors not in PG_GRAPH_VECTORS:
-            raise ValueError(f"graph_vectors must be one of {', '.join(PG_GRAPH_VECTORS)}")
         slug = re.sub(r"[^a-z0-9]", "_", self.pack.lower())
         self.cast = f"{VECTOR_COLUMN}::vector({int(self.dim)})"
         if self.graph_vectors == "binary":
