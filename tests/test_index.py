@@ -453,7 +453,6 @@ def test_concurrent_writers_lose_nothing(backend: tuple[str, str]) -> None:
 SECOND_PROCESS = """
 import sys, numpy as np
 from faceatlas.index.memory import GraphVectors
-from faceatlas.index.pgvector import PgvectorIndex
 from faceatlas.index.service import IndexOptions, ServiceCollections
 from faceatlas.storage.db import Database
 from faceatlas.storage.services import ServiceStore
