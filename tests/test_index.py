@@ -134,6 +134,39 @@ def test_recall_against_exact_on_clustered_faces(dim: int, graph_vectors: GraphV
             np.testing.assert_allclose(f.cosines, t.cosines, atol=2e-3)
 
 
+def test_a_binary_graph_walks_again_only_when_its_walk_found_nobody_near() -> None:
+    """A binary graph's query whose walk found no face at ``walk_again_below`` or above (the walk lost
+    its way, or the face is a stranger's) is walked again with a wider beam; a query near a stored
+    person is answered by the first walk."""
+    dim = 512
+    vectors = clustered_unit_vectors(4000, dim, seed=11)
+    rng = np.random.default_rng(12)
+    known = vectors[::40] + rng.normal(size=(100, dim)).astype(np.float32) * 0.3 / np.sqrt(dim)
+    strangers = rng.normal(size=(30, dim)).astype(np.float32)
+    index, once = HnswIndex(dim), HnswIndex(dim, walk_again_below=None)
+    assert index.describe()["walk_again_below"] == memory.WALK_AGAIN_BELOW
+    for graph in (index, once):
+        graph.add(np.arange(4000), np.arange(4000) // 8, vectors)
+    found = index.search(known, 5)
+    assert index.second_walks == 0
+    assert [int(h.keys[0]) for h in found] == list(range(0, 4000, 40))
+    answers = index.search(strangers, 5)
+    assert index.second_walks == 30
+    unit = strangers / np.linalg.norm(strangers, axis=1, keepdims=True)
+    for query, hits in zip(unit, answers, strict=True):
+        # every stranger still gets five faces, with their true cosines, best first, all below the bar
+        assert len(hits) == 5 and (np.diff(hits.cosines) <= 0).all()
+        np.testing.assert_allclose(hits.cosines, vectors[hits.keys] @ query, atol=3e-3)
+        assert hits.cosines[0] < memory.WALK_AGAIN_BELOW
+    once.search(strangers, 5)
+    assert once.second_walks == 0
+    # a float16 graph is never walked again, whatever its answers (a bar no cosine reaches)
+    narrow = HnswIndex(DIM, walk_again_below=1.5)
+    narrow.add(np.arange(500), np.arange(500), clustered_unit_vectors(500, DIM))
+    narrow.search(rng.normal(size=(10, DIM)).astype(np.float32), 5)
+    assert narrow.second_walks == 0 and narrow.describe()["walk_again_below"] is None
+
+
 def test_saved_index_reopens_without_rebuilding(
     memory_backend: tuple[Callable[[int], FaceIndex], int], tmp_path: Path
 ) -> None:

@@ -271,6 +271,13 @@ BINARY_EF_CONSTRUCTION = 400
 #: candidates of a binary graph re-ranked (at least): 1 M x 512, ef 256: recall@5 0.991 in 1.64 ms;
 #: re-ranking the whole beam instead: 0.992 in 1.94 ms
 RERANK_CANDIDATES = 64
+#: a binary graph's query whose best re-ranked answer is below this cosine is walked again with
+#: ``WALK_AGAIN_WIDER`` times the beam. A walk that never reached the query's person returns strangers
+#: only (cosine ~0.2 among 1 M clustered faces), where a walk that did returns the person's photos
+#: (0.5-0.8); 0.30 is the same-person threshold of the 512-d packs, so an answer below it is no match
+#: either way and only such queries pay the second walk.
+WALK_AGAIN_BELOW = 0.30
+WALK_AGAIN_WIDER = 4
 GRAPH_FILE = "graph.usearch"
 #: the float16 rows beside a binary graph, and the hyperplanes of its codes
 ROWS_FILE = "rows.npy"
@@ -348,8 +355,11 @@ class HnswIndex(FaceIndex):
         threads: int = 1,
         insert_threads: int = 0,
         graph_vectors: GraphVectors | None = None,
+        walk_again_below: float | None = WALK_AGAIN_BELOW,
     ) -> None:
         self.dim = dim
+        # (binary graphs only; None: never walk again)
+        self.walk_again_below = walk_again_below
         self.insert_threads = insert_threads  # threads of a bulk insert (0: every core)
         self.key_dtype = np.dtype(key_dtype)
         self.m, self.ef_search, self.threads = m, ef_search, threads
@@ -411,6 +421,8 @@ class HnswIndex(FaceIndex):
             self._count = 0  # faces in the graph (the recent ones are counted by _recent)
             # faces inserted again because no walk reached them, and the seconds spent looking
             self.relinked_faces, self.relink_check_s = 0, 0.0
+            # queries walked again because the first walk found no face at WALK_AGAIN_BELOW or above
+            self.second_walks = 0
 
     def __len__(self) -> int:
         return self._count + len(self._recent)
@@ -538,32 +550,37 @@ class HnswIndex(FaceIndex):
             return removed + len(slots)
 
     def beam(self) -> int:
-        """The search beam (ef): fixed when given, else widened with the size. Measured with the default
-        graph (M=32, ef_construction=200) on clustered faces, one query thread, recall@5 against exact
-        search (``docs/scale.md``): 128-d float16, 100 000 faces, ef 64: 100 % (0.28 ms); 1 M, ef 128:
-        98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d float16, 1 M: ef 200: 98.0 % (5.0 ms), ef 256:
-        99.6 % (6.5 ms), so wider float16 vectors get a 1.3 times wider beam. So do 512-d binary codes in
-        a graph built with ``BINARY_EF_CONSTRUCTION``, up to 1 M faces (1 M, ef 256: 99.35 %, 1.8 ms).
-        Binary graphs built with ef_construction 200 (snapshots made before), and larger binary graphs,
-        get twice the beam: at 1 M three such builds found 98.6-99.2 % at ef 256 and 99.3 % at ef 384;
-        at 3 M, ef 384: 93.1 %, ef 512: 94.9 % (3.8 ms), so past 1 M every step of beam counts. A
-        smaller graph (M) needs a wider beam too."""
+        """The search beam (ef) of a query's first walk: fixed when given, else widened with the size.
+        Measured with the default graph (M=32, ef_construction=200) on clustered faces, one query thread,
+        recall@5 against exact search (``docs/scale.md``): 128-d float16, 100 000 faces, ef 64: 100 %
+        (0.28 ms); 1 M, ef 128: 98.9 % (1.1 ms), ef 200: 99.6 % (1.5 ms). 512-d float16, 1 M: ef 200:
+        98.0 % (5.0 ms), ef 256: 99.6 % (6.5 ms), so wider float16 vectors get a 1.3 times wider beam.
+        512-d binary codes in a graph built with ``BINARY_EF_CONSTRUCTION``, up to 1 M faces, get 0.65
+        times the float16 beam (130 at 1 M): a walk that loses its way is walked again
+        (``WALK_AGAIN_BELOW``), so the first walk need not be wide enough for the hardest query. 1 M,
+        2 000 queries: ef 128 then 512 for the 2.6 % walked again: 99.75 % in 1.40 ms, where ef 260
+        alone found 99.76 % in 2.39 ms. Binary graphs built with ef_construction 200 (snapshots made
+        before), and larger binary graphs, get twice the beam: at 1 M three such builds found
+        98.6-99.2 % at ef 256 and 99.3 % at ef 384; at 3 M, ef 384: 93.1 %, ef 512: 94.9 % (3.8 ms), so
+        past 1 M every step of beam counts. A smaller graph (M) needs a wider beam too."""
         if self.ef_search is not None:
             return self.ef_search
         beam = min(256, max(64, self._count // 5000))
         if self.binary:
             measured = self.ef_construction >= BINARY_EF_CONSTRUCTION and self._count <= 1_000_000
-            beam = int(1.3 * beam) if measured else 2 * beam
+            beam = max(64, int(0.65 * beam)) if measured else 2 * beam
         elif self.dim > 256:
             beam = int(1.3 * beam)
         return beam if self.m >= HNSW_M else 2 * beam
 
-    def _graph_hits(self, query: np.ndarray, code: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+    def _graph_hits(
+        self, query: np.ndarray, code: np.ndarray, fetch: int, beam: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Slots and cosines of (at least) ``fetch`` live faces of the graph nearest to one query (whose
-        graph ``code`` is given), or of every live face the walk found if fewer."""
+        graph ``code`` is given) by a walk of ``beam``, or of every live face the walk found if fewer."""
         if self.binary:
             fetch = max(fetch, RERANK_CANDIDATES)
-        self._graph.expansion_search = max(self.beam(), fetch)
+        self._graph.expansion_search = max(beam, fetch)
         found = self._graph.search(code, fetch, threads=self.threads)
         slots = np.asarray(found.keys, np.int64)
         live = self._alive[slots]
@@ -589,12 +606,19 @@ class HnswIndex(FaceIndex):
             results = []
             # every query's code at once: one pass over the projection, not one per query and retry
             codes = self._graph_codes(queries)
+            below = self.walk_again_below if self.binary else None
+            first_beam = self.beam()
             for row, query in enumerate(queries):
                 # one result per group, or faces masked out of a mapped graph: over-fetch until enough
                 # are found or the whole graph has been asked
                 fetch = min(self._count + masked, (max(4 * k, 32) if unique_groups else k) + min(masked, 32))
+                beam = first_beam
                 while True:
-                    slots, cosines = self._graph_hits(query, codes[row], fetch)
+                    slots, cosines = self._graph_hits(query, codes[row], fetch, beam)
+                    if below is not None and beam == first_beam and not (cosines >= below).any():
+                        beam *= WALK_AGAIN_WIDER  # (the walk lost its way: strangers only)
+                        self.second_walks += 1
+                        continue
                     groups = self._groups[slots]
                     enough = len(slots) >= k and (not unique_groups or len(np.unique(groups)) >= k)
                     if enough or fetch >= self._count + masked:
@@ -757,6 +781,7 @@ class HnswIndex(FaceIndex):
             "m": self.m,
             "graph_vectors": self.graph_vectors,
             "ef_search": self.beam(),
+            "walk_again_below": self.walk_again_below if self.binary else None,
             "memory_mapped": self._mapped,
             "recent_faces": self.recent_faces,
         }
