@@ -214,6 +214,16 @@ def build_pgvector(
     return Positions(index, {r[0].encode(): int(r[1]) for r in rows}), build, per_face
 
 
+def one_at_a_time(index: FaceIndex, queries: np.ndarray) -> tuple[list[float], list[np.ndarray]]:
+    """Each query's top 5 asked alone, as a server asks: (milliseconds of each, keys found)."""
+    times, found = [], []
+    for q in queries:
+        t = time.perf_counter()
+        found.append(index.search(q[None, :], 5)[0].keys)
+        times.append((time.perf_counter() - t) * 1e3)
+    return times, found
+
+
 def measure(
     index: FaceIndex, queries: np.ndarray, truth: list[np.ndarray], strangers: np.ndarray | None = None
 ) -> dict[str, object]:
@@ -221,13 +231,7 @@ def measure(
     those too (a binary graph walks again for a query whose walk found nobody near, so they cost more)."""
     graph: Any = index.inner if isinstance(index, Positions) else index
     walks_before = getattr(graph, "second_walks", 0)
-    single = []
-    found = []
-    for q in queries:
-        t = time.perf_counter()
-        hits = index.search(q[None, :], 5)[0]
-        single.append((time.perf_counter() - t) * 1e3)
-        found.append(hits.keys)
+    single, found = one_at_a_time(index, queries)
     walked_again = getattr(graph, "second_walks", 0) - walks_before
     batch = queries[:100]
     t = time.perf_counter()
@@ -248,12 +252,7 @@ def measure(
         "walked_again": round(walked_again / len(queries), 4),  # (the share of the single queries)
     }
     if strangers is not None:
-        times = []
-        for q in strangers:
-            t = time.perf_counter()
-            index.search(q[None, :], 5)
-            times.append((time.perf_counter() - t) * 1e3)
-        result["strangers_one_query_ms"] = summary(times)
+        result["strangers_one_query_ms"] = summary(one_at_a_time(index, strangers)[0])
     return result
 
 

@@ -386,6 +386,11 @@ class HnswIndex(FaceIndex):
         return self.graph_vectors == "binary"
 
     @property
+    def walk_again_bar(self) -> float | None:
+        """The cosine below which a query's walk is walked again (binary graphs only; else None)."""
+        return self.walk_again_below if self.binary else None
+
+    @property
     def graph_dim(self) -> int:
         """Values (or bits) of one vector in the graph."""
         return self.dim if self._projection is None else self._projection.shape[1]
@@ -607,7 +612,7 @@ class HnswIndex(FaceIndex):
             results = []
             # every query's code at once: one pass over the projection, not one per query and retry
             codes = self._graph_codes(queries)
-            below = self.walk_again_below if self.binary else None
+            below = self.walk_again_bar
             first_beam = self.beam()
             for row, query in enumerate(queries):
                 # one result per group, or faces masked out of a mapped graph: over-fetch until enough
@@ -782,7 +787,7 @@ class HnswIndex(FaceIndex):
             "m": self.m,
             "graph_vectors": self.graph_vectors,
             "ef_search": self.beam(),
-            "walk_again_below": self.walk_again_below if self.binary else None,
+            "walk_again_below": self.walk_again_bar,
             "memory_mapped": self._mapped,
             "recent_faces": self.recent_faces,
         }
