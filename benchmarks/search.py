@@ -1,7 +1,8 @@
 """Face-index benchmark: every backend of faceatlas.index on realistic (clustered) unit vectors.
 
     PYTHONPATH=src python benchmarks/search.py [--sizes 100000,1000000] [--dims 128,512]
-        [--backends exact,exact-float16,hnsw,hnsw-float16,hnsw-binary,pgvector,pgvector-binary]
+        [--backends exact,exact-float16,exact-unscreened,exact-float16-unscreened,
+                    hnsw,hnsw-float16,hnsw-binary,pgvector,pgvector-binary]
         [--pgvector URL] [--queries 200]
 
 Vectors: one centre per person (10 photos each) plus per-photo noise, so a photo's cosine to its person's
@@ -33,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from benchmarks.common import RESULTS, machine, rss_mb, summary
 from faceatlas.index import ExactIndex, FaceIndex, Hits, HnswIndex
 from faceatlas.index.pgvector import PgGraphVectors, PgvectorIndex
+from faceatlas.models.runtime import default_threads
 
 PER_PERSON = 10
 NOISE = 0.75  # norm of the per-photo noise around a unit centre
@@ -96,10 +98,10 @@ def faces_and_queries(
 
 
 def make(backend: str, dim: int, url: str | None, n: int) -> FaceIndex:
-    if backend == "exact":
-        return ExactIndex(dim)
-    if backend == "exact-float16":
-        return ExactIndex(dim, dtype="float16")
+    if backend in ("exact", "exact-float16"):  # with the int8 screen from SCREEN_FROM faces, as served
+        return ExactIndex(dim, dtype="float16" if backend == "exact-float16" else "float32")
+    if backend in ("exact-unscreened", "exact-float16-unscreened"):  # the plain product, for comparison
+        return ExactIndex(dim, dtype="float16" if "float16" in backend else "float32", screen_from=None)
     if backend == "hnsw":  # the graph's vectors as the index picks them for this width
         return HnswIndex(dim)
     if backend in ("hnsw-float16", "hnsw-binary"):
@@ -386,6 +388,9 @@ def main() -> None:
             strangers = stranger_photos(args.queries, dim, seed=2)
             for backend in args.backends.split(","):
                 key = f"{n}x{dim}/{backend}"
+                if os.environ.get("FACEATLAS_THREADS") and backend.startswith("exact"):
+                    # the int8 screen's ONNX Runtime threads (default: every core when alone)
+                    key += f"/onnx-threads-{os.environ['FACEATLAS_THREADS']}"
                 print(key, "...", flush=True)
                 load_before = os.getloadavg()[0]
                 if backend in ("pgvector", "pgvector-binary"):
@@ -418,6 +423,9 @@ def main() -> None:
                         **measure(index, queries, truth, strangers),
                         "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                     }
+                    if isinstance(index, ExactIndex):
+                        entry["int8_screen"] = index.describe()["int8_screen"]
+                        entry["onnx_threads"] = default_threads()
                     graph: Any = index.inner if isinstance(index, Positions) else index
                     if isinstance(graph, HnswIndex | PgvectorIndex):
                         # the beam width trades latency for recall: the curve, at every width

@@ -46,6 +46,8 @@ def clustered_unit_vectors(n: int, dim: int, seed: int = 0, per_person: int = 8)
 MEMORY_BACKENDS: dict[str, tuple[Callable[[int], FaceIndex], int]] = {
     "exact": (lambda dim: ExactIndex(dim), DIM),
     "exact-float16": (lambda dim: ExactIndex(dim, dtype="float16"), DIM),
+    # the int8 screen from the first face (by default it starts at SCREEN_FROM faces)
+    "exact-screened": (lambda dim: ExactIndex(dim, screen_from=0), DIM),
     "hnsw": (lambda dim: HnswIndex(dim), DIM),
     "hnsw-binary": (lambda dim: HnswIndex(dim, graph_vectors="binary"), 512),
 }
@@ -110,6 +112,70 @@ def test_knn_for_a_graph(memory_backend: tuple[Callable[[int], FaceIndex], int])
     small.add(np.arange(3), np.arange(3), vectors[:3])
     keys, cosines = small.knn(vectors[:1], 5)
     assert np.isinf(cosines[0, 3:]).all() and sorted(keys[0, :3].tolist()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_int8_screen_gives_the_plain_products_answers(dtype: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    n, dim = 60_000, 512
+    # 6 000 people with 10 photos each (photo to photo ~0.64, like real 512-d embeddings)
+    people = rng.integers(0, n // 10, n)
+    centres = rng.normal(size=(n // 10, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    vectors = centres[people] + 0.75 / np.sqrt(dim) * rng.normal(size=(n, dim)).astype(np.float32)
+    photos = vectors[::600] + 0.75 / np.sqrt(dim) * rng.normal(size=(100, dim)).astype(np.float32)
+    strangers = rng.normal(size=(100, dim)).astype(np.float32)  # nobody stored is near them
+    queries = np.vstack([photos, strangers, vectors[:5]])
+    screened, plain = ExactIndex(dim, dtype=dtype), ExactIndex(dim, dtype=dtype, screen_from=None)
+    keys = np.arange(n) * 3
+    for index in (screened, plain):
+        index.add(keys, people, vectors)
+    assert screened.describe()["int8_screen"] and not plain.describe()["int8_screen"]
+
+    def same_answers(index: ExactIndex) -> None:
+        for k, unique in ((5, False), (1, False), (10, True)):
+            for got, want in zip(
+                index.search(queries, k, unique_groups=unique),
+                plain.search(queries, k, unique_groups=unique),
+                strict=True,
+            ):
+                assert got.keys.tolist() == want.keys.tolist()
+                assert got.groups.tolist() == want.groups.tolist()
+                np.testing.assert_allclose(got.cosines, want.cosines, atol=1e-5)
+
+    same_answers(screened)
+    # the screen leaves few rows to score exactly: a fraction of a percent, strangers included
+    assert screened._screen is not None
+    left = screened._screen.candidates(memory.unit_rows(queries), n, 5, people, False)
+    assert max(len(rows) for rows in left) < n // 100
+    # a removal marks the row moved into the hole stale (scored exactly every time) ...
+    gone = rng.choice(keys, 300, replace=False)
+    for index in (screened, plain):
+        assert index.remove(gone) == 300
+    assert 0 < int(screened._screen.stale[: len(screened)].sum()) <= 300
+    same_answers(screened)
+    # ... until there are many, then they are coded again
+    more = rng.choice(np.setdiff1d(keys, gone), 2_000, replace=False)
+    for index in (screened, plain):
+        index.remove(more)
+    assert not screened._screen.stale[: len(screened)].any()
+    same_answers(screened)
+    # saved, the screen is mapped with the matrix (shared by the processes that open it)
+    screened.save(tmp_path / "exact")
+    opened, _ = ExactIndex.load(tmp_path / "exact")
+    assert opened._screen is not None and isinstance(opened._screen.codes, np.memmap)
+    same_answers(opened)
+    opened.add(np.array([10**9]), np.array([-1]), queries[:1])
+    assert opened.search(queries[:1], 1)[0].keys.tolist() == [10**9]
+    # a snapshot written without a screen gets one when it is opened
+    for name in ("screen-codes.npy", "screen-scales.npy", "screen-sums.npy"):
+        (tmp_path / "exact" / name).unlink()
+    meta = json.loads((tmp_path / "exact" / memory.META).read_text())
+    del meta[memory.SCREEN_META]
+    (tmp_path / "exact" / memory.META).write_text(json.dumps(meta))
+    old, _ = ExactIndex.load(tmp_path / "exact")
+    assert old.describe()["int8_screen"]
+    same_answers(old)
 
 
 @pytest.mark.parametrize(("dim", "graph_vectors"), [(64, "float16"), (512, "binary")])
