@@ -176,6 +176,12 @@ def test_the_int8_screen_gives_the_plain_products_answers(dtype: str, tmp_path: 
     old, _ = ExactIndex.load(tmp_path / "exact")
     assert old.describe()["int8_screen"]
     same_answers(old)
+    # a screen that does not fit its matrix (a partial copy) is not used: the rows are coded again
+    old.save(tmp_path / "exact")
+    np.save(tmp_path / "exact" / "screen-scales.npy", np.zeros(7, np.float32))
+    refused, _ = ExactIndex.load(tmp_path / "exact")
+    assert refused._screen is not None and refused._screen.scales.shape == (len(refused._matrix),)
+    same_answers(refused)
 
 
 @pytest.mark.parametrize(("dim", "graph_vectors"), [(64, "float16"), (512, "binary")])

@@ -222,7 +222,7 @@ class ExactIndex(FaceIndex):
             screen = self._screen if 0 < k < n else None
             for start in range(0, len(queries), step):
                 block = queries[start : start + step]
-                if screen is not None:
+                if screen is not None and np.isfinite(block).all():
                     candidates = screen.candidates(block, n, k, groups, unique_groups)
                     for query, rows in zip(block, candidates, strict=True):
                         scores = np.asarray(self._matrix[rows], np.float32) @ query
@@ -266,7 +266,7 @@ class ExactIndex(FaceIndex):
         index._groups = np.load(folder / "groups.npy")
         index._size = int(meta["size"])
         if SCREEN_META in meta:
-            index._screen = Int8Screen.load(folder, index.dim, meta[SCREEN_META])
+            index._screen = Int8Screen.load(folder, index.dim, len(index._matrix), meta[SCREEN_META])
         index._screen_if_due()  # a snapshot saved without a screen (or before it was due) gets one here
         return index, meta
 

@@ -196,15 +196,25 @@ class Int8Screen:
         return {"residual": self.residual, "code_norm": self.code_norm}
 
     @classmethod
-    def load(cls, folder: Path, dim: int, meta: dict[str, float]) -> Int8Screen | None:
-        """The saved screen, its codes mapped copy-on-write; None when the snapshot has none."""
+    def load(cls, folder: Path, dim: int, capacity: int, meta: dict[str, float]) -> Int8Screen | None:
+        """The saved screen, mapped copy-on-write (shared like the matrix); None if the snapshot has none
+        or its files do not fit the matrix (the caller then codes the rows again)."""
         if not all((folder / name).exists() for name in (CODES_FILE, SCALES_FILE, SUMS_FILE)):
             return None
         screen = cls(dim)
         screen.codes = np.load(folder / CODES_FILE, mmap_mode="c")
-        screen.scales = np.load(folder / SCALES_FILE)
-        screen.offsets = np.load(folder / SUMS_FILE)
-        screen.stale = np.zeros(screen.capacity, bool)
+        screen.scales = np.load(folder / SCALES_FILE, mmap_mode="c")
+        screen.offsets = np.load(folder / SUMS_FILE, mmap_mode="c")
+        fits = (
+            screen.codes.shape == (dim, capacity)
+            and screen.codes.dtype == np.int8
+            and screen.scales.shape == (capacity,)
+            and screen.offsets.shape == (capacity,)
+            and screen.offsets.dtype == np.int32
+        )
+        if not fits:
+            return None
+        screen.stale = np.zeros(capacity, bool)
         screen.residual = float(meta["residual"])
         screen.code_norm = float(meta["code_norm"])
         return screen
