@@ -109,10 +109,6 @@ class Int8Screen:
         self.residual = 0.0
         self.code_norm = 0.0
 
-    @property
-    def capacity(self) -> int:
-        return self.codes.shape[1]
-
     def resize(self, capacity: int, used: int) -> None:
         codes = np.zeros((self.dim, capacity), np.int8)
         codes[:, :used] = self.codes[:, :used]
@@ -126,18 +122,8 @@ class Int8Screen:
     def write(self, start: int, rows: np.ndarray) -> None:
         """Code ``rows`` (any float dtype) into positions ``start`` onwards."""
         for begin in range(0, len(rows), CODE_CHUNK):
-            block = np.asarray(rows[begin : begin + CODE_CHUNK], np.float32)
-            codes, scale, residual, norm = _quantised(block)
-            at = slice(start + begin, start + begin + len(block))
-            for first in range(0, len(block), BLOCK):  # transposed a cache-sized block at a time
-                part = codes[first : first + BLOCK]
-                self.codes[:, at.start + first : at.start + first + len(part)] = part.T
-            self.scales[at] = scale
-            self.offsets[at] = 128 * codes.sum(axis=1, dtype=np.int32)
-            self.stale[at] = False
-            if len(block):
-                self.residual = max(self.residual, float(residual.max()))
-                self.code_norm = max(self.code_norm, float(norm.max()))
+            block = rows[begin : begin + CODE_CHUNK]
+            self._store(slice(start + begin, start + begin + len(block)), block)
 
     def moved(self, position: int) -> None:
         """Another row now sits at ``position``: its codes are not there (see the module docstring)."""
@@ -150,25 +136,33 @@ class Int8Screen:
             return
         for begin in range(0, len(stale), CODE_CHUNK):
             positions = stale[begin : begin + CODE_CHUNK]
-            codes, scale, residual, norm = _quantised(np.asarray(matrix[positions], np.float32))
-            self.codes[:, positions] = codes.T
-            self.scales[positions] = scale
-            self.offsets[positions] = 128 * codes.sum(axis=1, dtype=np.int32)
-            self.residual = max(self.residual, float(residual.max()))
-            self.code_norm = max(self.code_norm, float(norm.max()))
-        self.stale[stale] = False
+            self._store(positions, matrix[positions])
+
+    def _store(self, at: slice | np.ndarray, rows: np.ndarray) -> None:
+        """Code ``rows`` into the positions ``at`` (a run of them, or any)."""
+        codes, scale, residual, norm = _quantised(np.asarray(rows, np.float32))
+        if len(codes) == 0:
+            return
+        if isinstance(at, slice):
+            for first in range(0, len(codes), BLOCK):  # transposed a cache-sized block at a time
+                part = codes[first : first + BLOCK]
+                self.codes[:, at.start + first : at.start + first + len(part)] = part.T
+        else:
+            self.codes[:, at] = codes.T
+        self.scales[at] = scale
+        self.offsets[at] = 128 * codes.sum(axis=1, dtype=np.int32)
+        self.stale[at] = False
+        self.residual = max(self.residual, float(residual.max()))
+        self.code_norm = max(self.code_norm, float(norm.max()))
 
     def candidates(
         self, queries: np.ndarray, used: int, k: int, groups: np.ndarray, unique_groups: bool
     ) -> list[np.ndarray]:
         """For each unit query, the positions (of the first ``used``) that may be among its exact ``k``
         best (one a group with ``unique_groups``): every other row scores exactly below them."""
-        magnitude = np.abs(queries).max(axis=1)
-        scale = np.where(magnitude > 0, magnitude / np.float32(127), np.float32(1)).astype(np.float32)
-        codes = np.rint(queries / scale[:, None]).astype(np.int16)
-        error = np.linalg.norm(queries - codes * scale[:, None], axis=1)
-        length = np.linalg.norm(queries, axis=1)
-        feed = {"queries": (codes + 128).astype(np.uint8), "codes": self.codes}
+        codes, scale, error, _ = _quantised(queries)
+        length = _norms(queries)
+        feed = {"queries": (codes.astype(np.int16) + 128).astype(np.uint8), "codes": self.codes}
         products = _integer_product().run(None, feed)[0]
         stale = np.flatnonzero(self.stale[:used])
         out = []
